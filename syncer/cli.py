@@ -1,0 +1,179 @@
+"""The command line: run, plan, render, validate, providers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from syncer import __version__
+from syncer.errors import ConfigError, KubeError
+from syncer.kube import Kube, connect
+from syncer.logs import configure
+from syncer.output import plan_text, render_text
+from syncer.registry import installed, load_class
+from syncer.render import render_all
+from syncer.run import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_sources, discover, load, \
+    render_settings, sync
+
+log = logging.getLogger("endpoints_sync")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines on stderr as text or JSON (default: text)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("-c", "--config", default=os.environ.get("ENDPOINTS_SYNC_CONFIG"),
+                        help="configuration file (default: $ENDPOINTS_SYNC_CONFIG)")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster when "
+                         "KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, ~/.kube/config)")
+    cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
+    cluster.add_argument("--force", action="store_true",
+                         help="delete even when the deletes exceed max_delete_ratio")
+
+    p = argparse.ArgumentParser(
+        prog="endpoints-sync",
+        description="Sync external backends into Kubernetes Services, EndpointSlices and "
+                    "Endpoints.")
+    p.add_argument("--version", action="version", version=f"endpoints-sync {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common, config, cluster],
+                         help="sync the sources into the cluster")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    run.add_argument("--interval", type=_positive, metavar="SECONDS",
+                     help="run again every SECONDS until stopped (SIGTERM/SIGINT)")
+    sub.add_parser("plan", parents=[common, config, cluster],
+                   help="print what a run would change; writes nothing")
+    render = sub.add_parser("render", parents=[common, config],
+                            help="print the desired objects; needs no cluster")
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    sub.add_parser("validate", parents=[common, config],
+                   help="check the configuration and inventories; contacts nothing")
+    sub.add_parser("providers", parents=[common], help="list the installed provider plugins")
+    return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure(args.log_format, args.verbose)
+    if args.command == "providers":
+        return _providers()
+    if not args.config:
+        print("endpoints-sync: error: no configuration: give -c CONFIG or set "
+              "ENDPOINTS_SYNC_CONFIG", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.command == "run" and args.interval:
+            return _loop(args)
+        return _once(args)
+    except ConfigError as e:
+        log.error("configuration error: %s", e)
+        return EXIT_CONFIG
+    except KubeError as e:
+        log.error("Kubernetes API: %s", e)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _once(args: argparse.Namespace) -> int:
+    loaded = load(args.config)
+    if args.command == "validate":
+        check_sources(loaded)
+        names = ", ".join(f"{s.name} ({s.config.provider})" for s in loaded.sources)
+        print(f"{args.config}: OK: {len(loaded.sources)} source(s): {names}")
+        return EXIT_OK
+    if args.command == "render":
+        desired = discover(loaded)
+        sys.stdout.write(render_text(render_all(desired.specs, render_settings(loaded.config)),
+                                     args.output))
+        return EXIT_FAILED if desired.failed_sources or desired.skipped else EXIT_OK
+    apply = args.command == "run" and not args.dry_run
+
+    def kube() -> Kube:
+        return connect(args.kubeconfig, args.context)
+
+    outcome = sync(loaded, kube, apply=apply, force=args.force)
+    if not apply:
+        sys.stdout.write(plan_text(outcome.plan))
+    log.info("%s", outcome.summary())
+    return outcome.exit_code
+
+
+def _loop(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after this run", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    first = True
+    while not stop.is_set():
+        try:
+            code = _once(args)
+        except ConfigError as e:
+            if first:
+                raise
+            log.error("configuration error (keeping the cluster as it is): %s", e)
+            code = EXIT_CONFIG
+        except KubeError as e:
+            log.error("Kubernetes API: %s", e)
+            code = EXIT_FAILED
+        first = False
+        log.debug("run ended with exit code %d; next in %ss", code, args.interval)
+        stop.wait(args.interval)
+    return EXIT_OK
+
+
+def _providers() -> int:
+    eps = installed()
+    if not eps:
+        print("no providers installed")
+        return EXIT_FAILED
+    for name, ep in sorted(eps.items()):
+        try:
+            cls = load_class(ep)
+        except Exception as e:  # a broken plugin must not hide the others
+            print(f"{name}  ({ep.value})\n    unavailable: {type(e).__name__}: {e}\n")
+            continue
+        print(f"{name}  ({ep.value})")
+        if cls.summary:
+            print(f"    {cls.summary}")
+        for field_name, info in cls.Options.model_fields.items():
+            print(f"    {field_name}: {_type_name(info.annotation)}{_default(info)}")
+        print()
+    return EXIT_OK
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def _default(info: Any) -> str:
+    if info.is_required():
+        return " (required)"
+    if info.default_factory is not None:
+        return ""
+    return f" = {info.default!r}"

@@ -1,0 +1,90 @@
+"""What `plan` and `render` print on stdout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import yaml
+
+from syncer.ownership import JSON
+from syncer.plan import Change, Plan
+from syncer.render import RenderedService
+
+try:
+    YamlDumper: type[yaml.SafeDumper] = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover
+    YamlDumper = yaml.SafeDumper
+
+
+def render_text(rendered: Iterable[RenderedService], fmt: str) -> str:
+    objects = [o for svc in rendered for o in svc.objects]
+    if fmt == "json":
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2) + "\n"
+    # Multi-document YAML, as `kubectl apply -f -` reads it.
+    return yaml.dump_all(objects, Dumper=YamlDumper, sort_keys=False, explicit_start=True)
+
+
+def endpoint_addresses(obj: JSON | None) -> set[str]:
+    """`ip:port/PROTO[ name]` strings, `(not ready)` marked, for address diffs."""
+    if obj is None:
+        return set()
+    out: set[str] = set()
+    if obj["kind"] == "EndpointSlice":
+        ports = obj.get("ports") or []
+        for e in obj.get("endpoints") or []:
+            ready = (e.get("conditions") or {}).get("ready", True)
+            for address in e.get("addresses") or []:
+                out.update(_address(address, p, ready) for p in ports)
+    elif obj["kind"] == "Endpoints":
+        for s in obj.get("subsets") or []:
+            ports = s.get("ports") or []
+            for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+                for a in s.get(key) or []:
+                    out.update(_address(a["ip"], p, ready) for p in ports)
+    return out
+
+
+def _address(ip: str, port: JSON, ready: bool) -> str:
+    host = f"[{ip}]" if ":" in ip else ip
+    name = f" {port['name']}" if port.get("name") else ""
+    state = "" if ready else " (not ready)"
+    return f"{host}:{port.get('port')}/{port.get('protocol', 'TCP')}{name}{state}"
+
+
+def _describe(change: Change) -> list[str]:
+    sign = {"create": "+", "update": "~", "delete": "-"}[change.action]
+    lines = [f"{sign} {change.action} {change.kind} {change.name}"]
+    if change.kind == "Service":
+        if change.body is not None:
+            spec = change.body.get("spec", {})
+            ports = ", ".join(f"{p.get('name', '') or '-'}:{p['port']}/{p.get('protocol', 'TCP')}"
+                              for p in spec.get("ports") or [])
+            kind = spec.get("type", "ClusterIP")
+            if spec.get("clusterIP") == "None":
+                kind = "Headless"
+            target = f" -> {spec['externalName']}" if spec.get("externalName") else ""
+            lines.append(f"    {kind}{target} ports {ports or '-'}")
+        return lines
+    old, new = endpoint_addresses(change.current), endpoint_addresses(change.body)
+    lines.extend(f"    + {a}" for a in sorted(new - old))
+    lines.extend(f"    - {a}" for a in sorted(old - new))
+    return lines
+
+
+def plan_text(plan: Plan) -> str:
+    lines: list[str] = []
+    for change in plan.changes:
+        lines.extend(_describe(change))
+    for held in plan.held:
+        why = {"policy": "the policy does not allow it",
+               "empty": "the source lists no address (allow_empty is off)",
+               "delete-ratio": "over max_delete_ratio (use --force)"}[held.reason]
+        c = held.change
+        lines.append(f"= held {c.action} {c.kind} {c.name}: {why}")
+    for conflict in plan.conflicts:
+        lines.append(f"! conflict {conflict.key[0]} {conflict.key[1]}/{conflict.key[2]}: "
+                     f"{conflict.reason}; Service {'/'.join(conflict.service)} left alone")
+    if not lines:
+        lines.append("No changes: the cluster matches the sources.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""The labels and annotations that mark an object as ours, and the checks that read them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OWNER = "endpoints-sync.io/owner"
+SOURCE = "endpoints-sync.io/source"
+HOSTNAME = "endpoints-sync.io/hostname"
+SERVICE_NAME = "kubernetes.io/service-name"
+SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
+TOOL = "endpoints-sync"
+
+# Label keys whose presence we decide; others on our objects (set by people) are kept.
+MANAGED_LABELS = frozenset({MANAGED_BY, OWNER, SERVICE_NAME, SLICE_MANAGED_BY, SKIP_MIRROR})
+
+JSON = dict[str, Any]
+
+
+def owner_selector(owner: str) -> str:
+    return f"{MANAGED_BY}={TOOL},{OWNER}={owner}"
+
+
+def ownership_labels(owner: str) -> dict[str, str]:
+    return {MANAGED_BY: TOOL, OWNER: owner}
+
+
+def labels(obj: JSON) -> dict[str, str]:
+    return obj.get("metadata", {}).get("labels") or {}
+
+
+def annotations(obj: JSON) -> dict[str, str]:
+    return obj.get("metadata", {}).get("annotations") or {}
+
+
+def is_owned(obj: JSON, owner: str) -> bool:
+    """Ours to change: our managed-by label and our owner id, both."""
+    lb = labels(obj)
+    return lb.get(MANAGED_BY) == TOOL and lb.get(OWNER) == owner
+
+
+def source_of(obj: JSON) -> str:
+    return annotations(obj).get(SOURCE, "")
+
+
+def key_of(obj: JSON) -> tuple[str, str, str]:
+    md = obj["metadata"]
+    return (obj["kind"], md.get("namespace", ""), md["name"])
+
+
+def service_of(obj: JSON) -> str:
+    """The Service an object belongs to: itself, or the service-name label of a slice."""
+    if obj["kind"] == "EndpointSlice":
+        return labels(obj).get(SERVICE_NAME, "")
+    return str(obj["metadata"]["name"])

@@ -1,0 +1,279 @@
+"""The plan: what to create, update and delete to turn the cluster into the desired state.
+
+Pure: no I/O. Ownership lives here (only our objects are ever changed), and so do the
+policies and guards, applied as filters after the diff, as external-dns does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from syncer.ownership import (
+    JSON,
+    MANAGED_LABELS,
+    annotations,
+    is_owned,
+    key_of,
+    labels,
+    service_of,
+    source_of,
+)
+from syncer.render import RenderedService
+
+Key = tuple[str, str, str]
+Action = Literal["create", "update", "delete"]
+Policy = Literal["sync", "upsert-only", "create-only"]
+ADDRESS_KINDS = ("EndpointSlice", "Endpoints")
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    key: Key
+    body: JSON | None
+    """What to send: the object to create, the full object to PUT; None for a delete."""
+    current: JSON | None
+    service: tuple[str, str]
+    """(namespace, name) of the Service the object belongs to."""
+    source: str
+
+    @property
+    def kind(self) -> str:
+        return self.key[0]
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[1]}/{self.key[2]}"
+
+
+@dataclass(frozen=True)
+class Held:
+    """A change the plan found but does not make, and why."""
+
+    change: Change
+    reason: Literal["policy", "empty", "delete-ratio"]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An object in the way that is not ours; the Service it blocks is left alone."""
+
+    key: Key
+    service: tuple[str, str]
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    owner: str = "default"
+    policy: Policy = "sync"
+    max_delete_ratio: float = 0.5
+    force: bool = False
+    frozen_sources: frozenset[str] = frozenset()
+    """Sources that failed: their objects are left exactly as they are."""
+    allow_empty_sources: frozenset[str] = frozenset()
+    kept_services: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of Services whose source got them wrong: left as they are."""
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    unchanged: int = 0
+    owned: int = 0
+
+    def of(self, action: Action) -> list[Change]:
+        return [c for c in self.changes if c.action == action]
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+def make_plan(desired: Sequence[RenderedService], current: Iterable[JSON],
+              settings: PlanSettings) -> Plan:
+    """Diff desired against current. `current` may hold objects that are not ours (found by
+    name): they are never changed, and a desired object they stand in the way of becomes a
+    Conflict."""
+    plan = Plan()
+    owned: dict[Key, JSON] = {}
+    foreign: dict[Key, JSON] = {}
+    for obj in current:
+        (owned if is_owned(obj, settings.owner) else foreign)[key_of(obj)] = obj
+    plan.owned = len(owned)
+    owned_by_service: dict[tuple[str, str], list[Key]] = defaultdict(list)
+    for key, obj in owned.items():
+        owned_by_service[(key[1], service_of(obj))].append(key)
+
+    keep: set[Key] = {k for k, o in owned.items()
+                      if source_of(o) in settings.frozen_sources
+                      or (k[1], service_of(o)) in settings.kept_services}
+    for svc in desired:
+        _plan_service(plan, svc, owned, foreign, owned_by_service, keep, settings)
+
+    gone_services: set[tuple[str, str]] = set()
+    for key, obj in owned.items():
+        if key in keep:
+            continue
+        service = (key[1], service_of(obj))
+        plan.changes.append(Change("delete", key, None, obj, service, source_of(obj)))
+        if key[0] == "Service":
+            gone_services.add(service)
+    _apply_policy(plan, settings, gone_services)
+    return plan
+
+
+def _plan_service(plan: Plan, svc: RenderedService, owned: dict[Key, JSON],
+                  foreign: dict[Key, JSON], owned_by_service: dict[tuple[str, str], list[Key]],
+                  keep: set[Key], settings: PlanSettings) -> None:
+    service = (svc.namespace, svc.name)
+    mine = owned_by_service.get(service, [])
+    blocked = _conflict(svc, owned, foreign)
+    if blocked is not None:
+        plan.conflicts.append(blocked)
+        keep.update(mine)
+        return
+    hold_addresses = (svc.address_count == 0 and svc.source not in settings.allow_empty_sources
+                      and _address_count(owned[k] for k in mine if k[0] in ADDRESS_KINDS) > 0)
+    for obj in svc.objects:
+        key = key_of(obj)
+        keep.add(key)
+        cur = owned.get(key)
+        if cur is None:
+            change = Change("create", key, obj, None, service, svc.source)
+        elif needs_update(cur, obj):
+            change = Change("update", key, update_body(cur, obj), cur, service, svc.source)
+        else:
+            plan.unchanged += 1
+            continue
+        if hold_addresses and key[0] in ADDRESS_KINDS:
+            plan.held.append(Held(change, "empty"))
+        else:
+            plan.changes.append(change)
+    if hold_addresses:
+        # Stale address objects of an emptied Service stay too: that is the point.
+        keep.update(k for k in mine if k[0] in ADDRESS_KINDS)
+
+
+def _conflict(svc: RenderedService, owned: dict[Key, JSON],
+              foreign: dict[Key, JSON]) -> Conflict | None:
+    service = (svc.namespace, svc.name)
+    for obj in svc.objects:
+        key = key_of(obj)
+        if key in foreign:
+            other = foreign[key]
+            owner = labels(other).get("endpoints-sync.io/owner")
+            why = (f"owned by endpoints-sync owner {owner!r}" if owner
+                   else "exists without endpoints-sync's ownership labels")
+            return Conflict(key, service, svc.source, why)
+        cur = owned.get(key)
+        if key[0] == "Service" and cur is not None and (cur.get("spec") or {}).get("selector"):
+            return Conflict(key, service, svc.source,
+                            "has a selector (its endpoints belong to the cluster's controller)")
+    return None
+
+
+def _address_count(objs: Iterable[JSON]) -> int:
+    total = 0
+    for o in objs:
+        if o["kind"] == "EndpointSlice":
+            total += len(o.get("endpoints") or [])
+        else:
+            for s in o.get("subsets") or []:
+                total += len(s.get("addresses") or []) + len(s.get("notReadyAddresses") or [])
+    return total
+
+
+def _apply_policy(plan: Plan, settings: PlanSettings,
+                  gone_services: set[tuple[str, str]]) -> None:
+    blocked: set[Action] = {"sync": set[Action](), "upsert-only": {"delete"},
+                            "create-only": {"delete", "update"}}[settings.policy]
+    kept = []
+    for c in plan.changes:
+        if c.action in blocked:
+            plan.held.append(Held(c, "policy"))
+        else:
+            kept.append(c)
+    plan.changes = kept
+    # The ratio guard weighs Services vanishing from their source, not objects replaced
+    # inside a Service that stays (a port change deletes old slices as a matter of course).
+    vanishing = [c for c in plan.changes if c.action == "delete" and c.service in gone_services]
+    if (not settings.force and vanishing and plan.owned
+            and len(vanishing) > settings.max_delete_ratio * plan.owned):
+        held = {c.key for c in vanishing}
+        plan.held.extend(Held(c, "delete-ratio") for c in vanishing)
+        plan.changes = [c for c in plan.changes if c.key not in held]
+
+
+# --- comparison -------------------------------------------------------------------------
+
+def needs_update(current: JSON, desired: JSON) -> bool:
+    return not (_meta_matches(current, desired) and _view(current) == _view(desired))
+
+
+def _meta_matches(current: JSON, desired: JSON) -> bool:
+    for get in (labels, annotations):
+        have, want = get(current), get(desired)
+        if any(have.get(k) != v for k, v in want.items()):
+            return False
+    return all(k in labels(desired) for k in labels(current) if k in MANAGED_LABELS)
+
+
+def _view(obj: JSON) -> Any:
+    """The part of an object we manage, with the API server's defaults filled in."""
+    kind = obj["kind"]
+    if kind == "Service":
+        spec = obj.get("spec") or {}
+        return (spec.get("type", "ClusterIP"), spec.get("clusterIP") == "None",
+                spec.get("externalName"), _ports(spec.get("ports"), service=True))
+    if kind == "EndpointSlice":
+        endpoints = sorted(
+            (tuple(e.get("addresses") or ()), bool((e.get("conditions") or {}).get("ready", True)),
+             e.get("hostname"), e.get("zone"))
+            for e in obj.get("endpoints") or [])
+        return (obj.get("addressType"), endpoints, _ports(obj.get("ports")))
+    subsets = sorted(
+        (sorted((a["ip"], a.get("hostname")) for a in s.get("addresses") or []),
+         sorted((a["ip"], a.get("hostname")) for a in s.get("notReadyAddresses") or []),
+         _ports(s.get("ports")))
+        for s in obj.get("subsets") or [])
+    return [s for s in subsets if s[0] or s[1]]
+
+
+def _ports(ports: list[JSON] | None, service: bool = False) -> list[tuple[Any, ...]]:
+    out = []
+    for p in ports or []:
+        entry: tuple[Any, ...] = (p.get("name", ""), p.get("port"), p.get("protocol", "TCP"),
+                                  p.get("appProtocol"))
+        if service:
+            entry += (str(p.get("targetPort", p.get("port"))),)
+        out.append(entry)
+    return sorted(out)
+
+
+def update_body(current: JSON, desired: JSON) -> JSON:
+    """The object to PUT: ours in full, keeping what others added and what the server owns."""
+    body = copy.deepcopy(desired)
+    md = body["metadata"]
+    cur_md = current.get("metadata", {})
+    md["resourceVersion"] = cur_md.get("resourceVersion")
+    md["labels"] = {**{k: v for k, v in labels(current).items() if k not in MANAGED_LABELS},
+                    **md.get("labels", {})}
+    md["annotations"] = {**annotations(current), **md.get("annotations", {})}
+    if desired["kind"] == "Service":
+        # clusterIP, ipFamilies, sessionAffinity… are the server's: keep them as they are.
+        spec = copy.deepcopy(current.get("spec") or {})
+        spec.pop("externalName", None)
+        if desired["spec"].get("type") == "ExternalName":
+            for server_field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                spec.pop(server_field, None)
+        spec.update(desired["spec"])
+        body["spec"] = spec
+    return body

@@ -1,0 +1,200 @@
+"""Desired Services, EndpointSlices and Endpoints as plain JSON objects. Pure: no I/O.
+
+Input specs are normalised (namespace set, addresses canonical IPs, special addresses gone):
+see `syncer.desired`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from syncer.model import Backend, ServicePort, ServiceSpec
+from syncer.ownership import (
+    JSON,
+    SERVICE_NAME,
+    SKIP_MIRROR,
+    SLICE_MANAGED_BY,
+    SOURCE,
+    TOOL,
+    ownership_labels,
+)
+
+PortSet = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    owner: str = "default"
+    write_slices: bool = True
+    write_endpoints: bool = True
+    max_endpoints_per_slice: int = 100
+
+
+@dataclass(frozen=True)
+class RenderedService:
+    """One desired Service with every object it needs, in write order (Service first)."""
+
+    namespace: str
+    name: str
+    source: str
+    objects: tuple[JSON, ...]
+    address_count: int
+
+
+def render(spec: ServiceSpec, settings: RenderSettings) -> RenderedService:
+    namespace = spec.namespace or "default"
+    objects = [_service(spec, namespace, settings)]
+    if spec.type != "ExternalName":
+        if settings.write_slices:
+            objects.extend(_slices(spec, namespace, settings))
+        if settings.write_endpoints:
+            objects.append(_endpoints(spec, namespace, settings))
+    count = 0 if spec.type == "ExternalName" else len(spec.backends)
+    return RenderedService(namespace, spec.name, spec.source, tuple(objects), count)
+
+
+def render_all(specs: Iterable[ServiceSpec], settings: RenderSettings) -> list[RenderedService]:
+    return [render(s, settings) for s in specs]
+
+
+def _metadata(name: str, namespace: str, spec: ServiceSpec, settings: RenderSettings,
+              extra_labels: dict[str, str] | None = None, user_meta: bool = False) -> JSON:
+    labels = dict(spec.labels) if user_meta else {}
+    labels.update(ownership_labels(settings.owner))
+    labels.update(extra_labels or {})
+    annotations = dict(spec.annotations) if user_meta else {}
+    annotations[SOURCE] = spec.source
+    return {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations}
+
+
+def _service(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> JSON:
+    body: JSON = {}
+    if spec.type == "ExternalName":
+        body = {"type": "ExternalName", "externalName": spec.external_name}
+    else:
+        body = {"type": "ClusterIP"}
+        if spec.type == "Headless":
+            body["clusterIP"] = "None"
+    if spec.ports:
+        body["ports"] = [_service_port(p) for p in spec.ports]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec.name, namespace, spec, settings, user_meta=True),
+        "spec": body,
+    }
+
+
+def _service_port(p: ServicePort) -> JSON:
+    out: JSON = {"name": p.name} if p.name else {}
+    out.update(port=p.port, protocol=p.protocol)
+    if p.app_protocol:
+        out["appProtocol"] = p.app_protocol
+    return out
+
+
+def _endpoint_ports(spec: ServiceSpec, ports: PortSet) -> list[JSON]:
+    protocol = {p.name: p for p in spec.ports}
+    out = []
+    for name, number in ports:
+        sp = protocol.get(name)
+        entry: JSON = {"name": name} if name else {}
+        entry.update(port=number, protocol=sp.protocol if sp else "TCP")
+        if sp is not None and sp.app_protocol:
+            entry["appProtocol"] = sp.app_protocol
+        out.append(entry)
+    return out
+
+
+def port_set(spec: ServiceSpec, backend: Backend) -> PortSet:
+    """A backend's ports; an empty mapping means the Service port numbers."""
+    ports = backend.ports or {p.name: p.port for p in spec.ports}
+    return tuple(sorted(ports.items()))
+
+
+def _ip_sort_key(address: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(address)
+    return (ip.version, int(ip))
+
+
+def group_backends(spec: ServiceSpec) -> dict[PortSet, dict[str, Backend]]:
+    """Backends by port set, one per address (ready wins over not ready), addresses sorted."""
+    groups: dict[PortSet, dict[str, Backend]] = defaultdict(dict)
+    for b in spec.backends:
+        group = groups[port_set(spec, b)]
+        seen = group.get(b.address)
+        if seen is None or (b.ready and not seen.ready):
+            group[b.address] = b
+    return {ps: dict(sorted(g.items(), key=lambda kv: _ip_sort_key(kv[0])))
+            for ps, g in sorted(groups.items())}
+
+
+def slice_name(service: str, family: str, ports: PortSet, index: int) -> str:
+    """Deterministic: the same Service, family, port set and chunk give the same name."""
+    digest = hashlib.sha256(repr(ports).encode()).hexdigest()[:8]
+    suffix = f"-{family}-{digest}" + (f"-{index}" if index else "")
+    return service[: 253 - len(suffix)] + suffix
+
+
+def _slices(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> list[JSON]:
+    slices = []
+    labels = {SERVICE_NAME: spec.name, SLICE_MANAGED_BY: TOOL}
+    for ports, backends in group_backends(spec).items():
+        by_family: dict[str, list[Backend]] = {"ipv4": [], "ipv6": []}
+        for address, b in backends.items():
+            by_family["ipv6" if ":" in address else "ipv4"].append(b)
+        for family, members in by_family.items():
+            size = settings.max_endpoints_per_slice
+            for index, start in enumerate(range(0, len(members), size)):
+                chunk = members[start:start + size]
+                slices.append({
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": _metadata(slice_name(spec.name, family, ports, index), namespace,
+                                          spec, settings, labels),
+                    "addressType": "IPv6" if family == "ipv6" else "IPv4",
+                    "endpoints": [_slice_endpoint(b) for b in chunk],
+                    "ports": _endpoint_ports(spec, ports),
+                })
+    return slices
+
+
+def _slice_endpoint(b: Backend) -> JSON:
+    out: JSON = {"addresses": [b.address], "conditions": {"ready": b.ready}}
+    if b.hostname:
+        out["hostname"] = b.hostname
+    if b.zone:
+        out["zone"] = b.zone
+    return out
+
+
+def _endpoints(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> JSON:
+    subsets = []
+    for ports, backends in group_backends(spec).items():
+        ready = [_endpoint_address(b) for b in backends.values() if b.ready]
+        not_ready = [_endpoint_address(b) for b in backends.values() if not b.ready]
+        subset: JSON = {}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        subset["ports"] = _endpoint_ports(spec, ports)
+        subsets.append(subset)
+    extra = {SKIP_MIRROR: "true"} if settings.write_slices else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": _metadata(spec.name, namespace, spec, settings, extra),
+        "subsets": subsets,
+    }
+
+
+def _endpoint_address(b: Backend) -> JSON:
+    out: JSON = {"ip": b.address}
+    if b.hostname:
+        out["hostname"] = b.hostname
+    return out

@@ -1,0 +1,177 @@
+"""One run: discover every source, build the desired objects, read the cluster, plan, apply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from syncer.apply import ApplyResult, apply_plan
+from syncer.config import Config, load_config
+from syncer.desired import Desired, merge_sources, normalise_source
+from syncer.errors import ConfigError, SourceError
+from syncer.kube import Kube
+from syncer.model import ServiceSpec
+from syncer.ownership import JSON, owner_selector
+from syncer.plan import Plan, PlanSettings, make_plan
+from syncer.registry import Source, build_sources
+from syncer.render import RenderedService, RenderSettings, render_all
+from syncer.resolve import Resolver, SystemResolver
+
+log = logging.getLogger("endpoints_sync")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+KINDS = ("Service", "EndpointSlice", "Endpoints")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    path: str
+    config: Config
+    sources: list[Source]
+
+
+def load(path: str) -> Loaded:
+    """Read and check the configuration and every source's options. Contacts nothing."""
+    config = load_config(path)
+    return Loaded(path, config, build_sources(config, path))
+
+
+def check_sources(loaded: Loaded) -> None:
+    """The providers' local checks (inventory files); contacts nothing."""
+    for source in loaded.sources:
+        source.provider.check()
+
+
+def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
+    """Ask every source, concurrently. A ConfigError (a bad inventory) stops everything; any
+    other failure marks that source failed, and its Services are left alone."""
+    config = loaded.config
+    resolver = resolver or SystemResolver({k: [str(ip) for ip in v]
+                                           for k, v in config.hosts.items()})
+    desired = Desired()
+
+    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception]:
+        try:
+            specs = source.provider.discover()
+            normal, skipped = normalise_source(
+                source.name, specs, default_namespace=config.namespace,
+                scope=config.namespaces, deny=config.deny_cidrs, resolver=resolver)
+            desired.skipped.update(skipped)
+            return source.name, normal
+        except ConfigError:
+            raise
+        except SourceError as e:
+            return source.name, e
+        except Exception as e:  # a third-party provider's bug must not stop the others
+            log.debug("source %r raised", source.name, exc_info=True)
+            return source.name, e
+
+    with ThreadPoolExecutor(max_workers=min(8, len(loaded.sources))) as pool:
+        results = list(pool.map(one, loaded.sources))
+    per_source: dict[str, list[ServiceSpec]] = {}
+    for name, outcome in results:
+        if isinstance(outcome, Exception):
+            kind = "" if isinstance(outcome, SourceError) else f"{type(outcome).__name__}: "
+            desired.failed_sources[name] = f"{kind}{outcome}"
+            log.error("source %r failed, its Services are left as they are: %s%s", name, kind,
+                      outcome, extra={"source": name})
+        else:
+            log.info("source %r: %d services, %d addresses", name, len(outcome),
+                     sum(len(s.backends) for s in outcome), extra={"source": name})
+            per_source[name] = outcome
+    merge_sources(per_source, desired)
+    return desired
+
+
+def render_settings(config: Config) -> RenderSettings:
+    return RenderSettings(owner=config.owner, write_slices=config.write_slices,
+                          write_endpoints=config.write_endpoints,
+                          max_endpoints_per_slice=config.max_endpoints_per_slice)
+
+
+def read_cluster(kube: Kube, config: Config, rendered: list[RenderedService]) -> list[JSON]:
+    """Everything this owner manages, plus any same-named object in the way of a new one."""
+    selector = owner_selector(config.owner)
+    current: list[JSON] = []
+    for kind in KINDS:
+        current.extend(kube.list(kind, selector, config.namespaces))
+    owned = {("Service", o["metadata"]["namespace"], o["metadata"]["name"])
+             for o in current if o["kind"] == "Service"}
+    for svc in rendered:
+        if ("Service", svc.namespace, svc.name) in owned:
+            continue
+        for obj in svc.objects:
+            if obj["kind"] in ("Service", "Endpoints"):
+                found = kube.get(obj["kind"], svc.namespace, svc.name)
+                if found is not None:
+                    current.append(found)
+    return current
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    desired: Desired
+    applied: ApplyResult | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        failed = (self.desired.failed_sources or self.desired.skipped or self.plan.conflicts
+                  or any(h.reason != "policy" for h in self.plan.held) or self.errors
+                  or (self.applied is not None and self.applied.failed))
+        return EXIT_FAILED if failed else EXIT_OK
+
+    def summary(self) -> str:
+        a = self.applied
+        held = len(self.plan.held) + len(self.desired.skipped)
+        counts = {
+            "created": a.created if a else len(self.plan.of("create")),
+            "updated": a.updated if a else len(self.plan.of("update")),
+            "deleted": a.deleted if a else len(self.plan.of("delete")),
+            "unchanged": self.plan.unchanged,
+            "skipped": held,
+            "conflicts": len(self.plan.conflicts),
+            "failed_sources": len(self.desired.failed_sources),
+            "failed_writes": len(a.failed) if a else 0,
+        }
+        verb = "summary" if a is not None else "plan summary"
+        return verb + " " + " ".join(f"{k}={v}" for k, v in counts.items())
+
+
+def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: bool = False,
+         resolver: Resolver | None = None) -> Outcome:
+    """One run. With apply=False it stops after the plan (plan, run --dry-run)."""
+    config = loaded.config
+    desired = discover(loaded, resolver)
+    rendered = render_all(desired.specs, render_settings(config))
+    kube = connect()
+    current = read_cluster(kube, config, rendered)
+    settings = PlanSettings(
+        owner=config.owner, policy=config.policy, max_delete_ratio=config.max_delete_ratio,
+        force=force, frozen_sources=frozenset(desired.failed_sources),
+        allow_empty_sources=frozenset(s.name for s in config.sources if s.allow_empty),
+        kept_services=frozenset(desired.skipped))
+    plan = make_plan(rendered, current, settings)
+    _warn_held(plan)
+    outcome = Outcome(plan, desired)
+    if apply:
+        outcome.applied = apply_plan(plan, kube, config.owner)
+    return outcome
+
+
+def _warn_held(plan: Plan) -> None:
+    for c in plan.conflicts:
+        log.error("Service %s/%s not synced: %s %s/%s %s", c.service[0], c.service[1], c.key[0],
+                  c.key[1], c.key[2], c.reason, extra={"source": c.source})
+    ratio = [h for h in plan.held if h.reason == "delete-ratio"]
+    if ratio:
+        log.error("%d deletes held back: they exceed max_delete_ratio of the %d objects this "
+                  "owner manages; check the sources, then run with --force to delete them",
+                  len(ratio), plan.owned)
+    emptied = sorted({h.change.service for h in plan.held if h.reason == "empty"})
+    for ns, name in emptied:
+        log.warning("Service %s/%s: its source now lists no address; the cluster's addresses "
+                    "are kept (set allow_empty: true on the source to allow emptying)", ns, name)
