@@ -38,12 +38,9 @@ class ApplyResult:
 def _order(change: Change) -> tuple[int, str, str]:
     # The Service before its addresses; new addresses before old ones go; the Service last
     # when it goes, so a Service never points at nothing while it stays.
-    service_first = change.kind == "Service"
-    if change.action == "delete":
-        rank = 3 if service_first else 2
-    else:
-        rank = 0 if service_first else 1
-    return (rank, change.kind, change.key[2])
+    ranks = {("create", True): 0, ("update", True): 0, ("create", False): 1,
+             ("update", False): 1, ("delete", False): 2, ("delete", True): 3}
+    return (ranks[change.action, change.kind == "Service"], change.kind, change.key[2])
 
 
 def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8) -> ApplyResult:

@@ -19,8 +19,16 @@ from syncer.logs import configure
 from syncer.output import plan_text, render_text
 from syncer.registry import installed, load_class
 from syncer.render import render_all
-from syncer.run import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_sources, discover, load, \
-    render_settings, sync
+from syncer.run import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    check_sources,
+    discover,
+    load,
+    render_settings,
+    sync,
+)
 
 log = logging.getLogger("endpoints_sync")
 

@@ -26,9 +26,9 @@ SOURCE_KEYS = frozenset({"name", "provider", "allow_empty"})
 
 
 try:  # the C loader is several times faster on large inventories
-    YamlLoader: type[yaml.SafeLoader] = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    YamlLoader = yaml.SafeLoader
+    from yaml import CSafeLoader as YamlLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as YamlLoader  # type: ignore[assignment]
 
 
 class SourceConfig(BaseModel):
@@ -179,7 +179,7 @@ def load_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), "", f"cannot read the file: {e}") from None
     try:
-        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

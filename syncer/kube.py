@@ -52,10 +52,11 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
     configuration = k8s.Configuration()
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not context:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
         else:
-            k8s_config.load_kube_config(config_file=kubeconfig, context=context,
-                                        client_configuration=configuration)
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration)
     except (ConfigException, OSError) as e:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ConfigError(where, f"context {context}" if context else "",
@@ -79,7 +80,8 @@ class Kube:
              namespaces: Sequence[str] | None = None) -> list[JSON]:
         """Every object of `kind` matching the selector, in the namespaces (or all), paged."""
         items: list[JSON] = []
-        for namespace in namespaces or [None]:
+        scopes: Sequence[str | None] = namespaces or [None]
+        for namespace in scopes:
             token: str | None = None
             while True:
                 page = self._call(kind, "list", namespace=namespace,

@@ -12,9 +12,9 @@ from syncer.plan import Change, Plan
 from syncer.render import RenderedService
 
 try:
-    YamlDumper: type[yaml.SafeDumper] = yaml.CSafeDumper
-except AttributeError:  # pragma: no cover
-    YamlDumper = yaml.SafeDumper
+    from yaml import CSafeDumper as YamlDumper
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeDumper as YamlDumper  # type: ignore[assignment]
 
 
 def render_text(rendered: Iterable[RenderedService], fmt: str) -> str:

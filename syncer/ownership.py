@@ -27,22 +27,24 @@ def ownership_labels(owner: str) -> dict[str, str]:
     return {MANAGED_BY: TOOL, OWNER: owner}
 
 
-def labels(obj: JSON) -> dict[str, str]:
-    return obj.get("metadata", {}).get("labels") or {}
+def labels_of(obj: JSON) -> dict[str, str]:
+    found: dict[str, str] = obj.get("metadata", {}).get("labels") or {}
+    return found
 
 
-def annotations(obj: JSON) -> dict[str, str]:
-    return obj.get("metadata", {}).get("annotations") or {}
+def annotations_of(obj: JSON) -> dict[str, str]:
+    found: dict[str, str] = obj.get("metadata", {}).get("annotations") or {}
+    return found
 
 
 def is_owned(obj: JSON, owner: str) -> bool:
     """Ours to change: our managed-by label and our owner id, both."""
-    lb = labels(obj)
+    lb = labels_of(obj)
     return lb.get(MANAGED_BY) == TOOL and lb.get(OWNER) == owner
 
 
 def source_of(obj: JSON) -> str:
-    return annotations(obj).get(SOURCE, "")
+    return annotations_of(obj).get(SOURCE, "")
 
 
 def key_of(obj: JSON) -> tuple[str, str, str]:
@@ -53,5 +55,5 @@ def key_of(obj: JSON) -> tuple[str, str, str]:
 def service_of(obj: JSON) -> str:
     """The Service an object belongs to: itself, or the service-name label of a slice."""
     if obj["kind"] == "EndpointSlice":
-        return labels(obj).get(SERVICE_NAME, "")
+        return labels_of(obj).get(SERVICE_NAME, "")
     return str(obj["metadata"]["name"])

@@ -15,10 +15,10 @@ from typing import Any, Literal
 from syncer.ownership import (
     JSON,
     MANAGED_LABELS,
-    annotations,
+    annotations_of,
     is_owned,
     key_of,
-    labels,
+    labels_of,
     service_of,
     source_of,
 )
@@ -169,7 +169,7 @@ def _conflict(svc: RenderedService, owned: dict[Key, JSON],
         key = key_of(obj)
         if key in foreign:
             other = foreign[key]
-            owner = labels(other).get("endpoints-sync.io/owner")
+            owner = labels_of(other).get("endpoints-sync.io/owner")
             why = (f"owned by endpoints-sync owner {owner!r}" if owner
                    else "exists without endpoints-sync's ownership labels")
             return Conflict(key, service, svc.source, why)
@@ -193,11 +193,11 @@ def _address_count(objs: Iterable[JSON]) -> int:
 
 def _apply_policy(plan: Plan, settings: PlanSettings,
                   gone_services: set[tuple[str, str]]) -> None:
-    blocked: set[Action] = {"sync": set[Action](), "upsert-only": {"delete"},
-                            "create-only": {"delete", "update"}}[settings.policy]
+    blocked: dict[Policy, set[Action]] = {"sync": set(), "upsert-only": {"delete"},
+                                          "create-only": {"delete", "update"}}
     kept = []
     for c in plan.changes:
-        if c.action in blocked:
+        if c.action in blocked[settings.policy]:
             plan.held.append(Held(c, "policy"))
         else:
             kept.append(c)
@@ -219,11 +219,11 @@ def needs_update(current: JSON, desired: JSON) -> bool:
 
 
 def _meta_matches(current: JSON, desired: JSON) -> bool:
-    for get in (labels, annotations):
+    for get in (labels_of, annotations_of):
         have, want = get(current), get(desired)
         if any(have.get(k) != v for k, v in want.items()):
             return False
-    return all(k in labels(desired) for k in labels(current) if k in MANAGED_LABELS)
+    return all(k in labels_of(desired) for k in labels_of(current) if k in MANAGED_LABELS)
 
 
 def _view(obj: JSON) -> Any:
@@ -264,9 +264,9 @@ def update_body(current: JSON, desired: JSON) -> JSON:
     md = body["metadata"]
     cur_md = current.get("metadata", {})
     md["resourceVersion"] = cur_md.get("resourceVersion")
-    md["labels"] = {**{k: v for k, v in labels(current).items() if k not in MANAGED_LABELS},
+    md["labels"] = {**{k: v for k, v in labels_of(current).items() if k not in MANAGED_LABELS},
                     **md.get("labels", {})}
-    md["annotations"] = {**annotations(current), **md.get("annotations", {})}
+    md["annotations"] = {**annotations_of(current), **md.get("annotations", {})}
     if desired["kind"] == "Service":
         # clusterIP, ipFamilies, sessionAffinity… are the server's: keep them as they are.
         spec = copy.deepcopy(current.get("spec") or {})

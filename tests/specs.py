@@ -1,0 +1,22 @@
+"""Small builders for desired-state test data (documentation address ranges only)."""
+
+from __future__ import annotations
+
+from syncer.model import Backend, ServicePort, ServiceSpec
+
+HTTP = (ServicePort("http", 80),)
+
+
+def rgw_spec(addresses: int = 6, ports: tuple[int, ...] = (8080, 8081),
+             namespace: str = "storage", source: str = "rgw") -> ServiceSpec:
+    """The article's example: gateways 192.0.2.50.. on each of `ports`, behind port 80."""
+    backends = tuple(Backend(f"192.0.2.{50 + i}", {"http": p})
+                     for i in range(addresses) for p in ports)
+    return ServiceSpec(name="ocs-external-rgw-lb", namespace=namespace, ports=HTTP,
+                       backends=backends, source=source)
+
+
+def simple_spec(name: str, addresses: list[str], namespace: str = "external",
+                source: str = "src", port: int = 5432) -> ServiceSpec:
+    return ServiceSpec(name=name, namespace=namespace, ports=(ServicePort("db", port),),
+                       backends=tuple(Backend(a) for a in addresses), source=source)
