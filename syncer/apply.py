@@ -7,11 +7,14 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from syncer.errors import KubeError
-from syncer.kube import Kube
 from syncer.ownership import JSON, is_owned
 from syncer.plan import Change, Plan, needs_update, update_body
+
+if TYPE_CHECKING:  # the client is imported only when a cluster is contacted
+    from syncer.kube import Kube
 
 log = logging.getLogger("endpoints_sync")
 CONFLICT_RETRIES = 3

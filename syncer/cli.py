@@ -10,11 +10,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from syncer import __version__
 from syncer.errors import ConfigError, KubeError
-from syncer.kube import Kube, connect
 from syncer.logs import configure
 from syncer.output import plan_text, render_text
 from syncer.registry import installed, load_class
@@ -29,6 +28,9 @@ from syncer.run import (
     render_settings,
     sync,
 )
+
+if TYPE_CHECKING:
+    from syncer.kube import Kube
 
 log = logging.getLogger("endpoints_sync")
 
@@ -118,6 +120,9 @@ def _once(args: argparse.Namespace) -> int:
     apply = args.command == "run" and not args.dry_run
 
     def kube() -> Kube:
+        # Imported here: the official client takes most of a second to import, and
+        # render/validate/providers never need it.
+        from syncer.kube import connect
         return connect(args.kubeconfig, args.context)
 
     outcome = sync(loaded, kube, apply=apply, force=args.force)
@@ -175,13 +180,23 @@ def _providers() -> int:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return text or str(annotation).replace("typing.", "")
+    """A readable type: `list[str] | None`, `'sync' | 'upsert-only'`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        return " | ".join(_type_name(a) for a in args)
+    if hasattr(annotation, "__metadata__"):  # Annotated[...]
+        return _type_name(args[0])
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _default(info: Any) -> str:
     if info.is_required():
         return " (required)"
-    if info.default_factory is not None:
-        return ""
-    return f" = {info.default!r}"
+    return f" = {info.get_default(call_default_factory=True)!r}"

@@ -6,18 +6,21 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from syncer.apply import ApplyResult, apply_plan
 from syncer.config import Config, load_config
 from syncer.desired import Desired, merge_sources, normalise_source
 from syncer.errors import ConfigError, SourceError
-from syncer.kube import Kube
 from syncer.model import ServiceSpec
 from syncer.ownership import JSON, owner_selector
 from syncer.plan import Plan, PlanSettings, make_plan
 from syncer.registry import Source, build_sources
 from syncer.render import RenderedService, RenderSettings, render_all
 from syncer.resolve import Resolver, SystemResolver
+
+if TYPE_CHECKING:  # the client is imported only when a cluster is contacted
+    from syncer.kube import Kube
 
 log = logging.getLogger("endpoints_sync")
 

@@ -1,0 +1,753 @@
+"""The `consul` provider: Consul services and their healthy instances as selectorless Services.
+
+consul-k8s catalog sync makes each Consul service an ExternalName Service that points at
+Consul DNS. This provider makes a ClusterIP Service instead, whose endpoints are the
+instances' own addresses, so Pods reach them through kube-proxy without Consul DNS.
+
+One run: one catalog request (catalog mode only), then one health request per service with
+bounded concurrency. Any request that fails fails the whole source, so the core leaves every
+Service this source feeds exactly as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import urllib.parse
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from syncer.plugin import (
+    Backend,
+    ConfigError,
+    PermanentSourceError,
+    Provider,
+    ProviderOptions,
+    ServicePort,
+    ServiceSpec,
+    SourceError,
+    TransientSourceError,
+    import_optional,
+    is_dns_label,
+    is_port_name,
+    is_service_name,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8500"
+ANNOTATION_SERVICE = "consul.endpoints-sync.io/service"
+ANNOTATION_DATACENTER = "consul.endpoints-sync.io/datacenter"
+HEALTH_ORDER = {"passing": 0, "warning": 1, "critical": 2}
+AddressSource = Literal["service", "node", "lan", "wan"]
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def _default_url() -> str:
+    return os.environ.get("CONSUL_HTTP_ADDR", "").strip() or DEFAULT_URL
+
+
+def normalise_url(value: str) -> str:
+    """`host:port`, `http://host:port` or `https://host` as `scheme://host:port`.
+
+    Like Consul's own clients, an address without a scheme means http, and a URL without a
+    port takes the scheme's (80/443): Consul's docs ask for the port anyway.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("expected a URL like http://consul.example:8500 or host:port")
+    parts = urllib.parse.urlsplit(text if "://" in text else f"http://{text}")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
+    if "@" in parts.netloc:
+        # Never echo the value: it may hold a password.
+        raise ValueError("credentials in the URL are not supported; use token or token_file")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"expected scheme://host:port without a path or query, got {text!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port in {text!r} is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"no host in {text!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def kube_name(consul_name: str, prefix: str, rename: Mapping[str, str]) -> str:
+    """The Kubernetes Service name for a Consul service: `rename` wins, else prefix + name."""
+    return rename.get(consul_name, f"{prefix}{consul_name}")
+
+
+def _name_problem(name: str) -> str:
+    return (f"{name!r} is not a valid Service name (a DNS-1035 label: lowercase letters, digits "
+            "and '-', starting with a letter, at most 63); map it with `rename`")
+
+
+class ConsulOptions(ProviderOptions):
+    """Options of a `consul` source. Field order is the order `endpoints-sync providers` shows."""
+
+    # Every validation error of this model would otherwise quote its input, token included.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: str = Field(default_factory=_default_url, validate_default=True,
+                     description="Consul HTTP API: http(s)://host:port or host:port "
+                     "(default $CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)")
+    datacenter: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                   description="datacenter to read (default: the agent's)")
+    token: SecretStr | None = Field(default=None, description="ACL token, sent as the "
+                                    "X-Consul-Token header (default $CONSUL_HTTP_TOKEN)")
+    token_file: Path | None = Field(default=None, description="file holding the ACL token, "
+                                    "read on every run (not with `token`)")
+    ca_file: Path | None = Field(default=None, description="CA bundle for https")
+    cert_file: Path | None = Field(default=None, description="client certificate for https")
+    key_file: Path | None = Field(default=None, description="client key (needs cert_file)")
+    verify: bool = Field(default=True, description="verify the server's TLS certificate")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300,
+                                   description="connect and read timeout of each request")
+    consistency: Literal["default", "consistent", "stale"] = Field(
+        default="stale", description="read consistency mode of every request")
+    concurrency: int = Field(default=8, ge=1, le=64, description="health requests in flight")
+    name_prefix: str = Field(default="", description="prefix of every Service name")
+    rename: dict[str, str] = Field(default_factory=dict, description="Consul name -> "
+                                   "Service name (used as is, without name_prefix)")
+    services: tuple[str, ...] | None = Field(default=None, description="Consul services to "
+                                             "sync; leave out to sync the whole catalog")
+    tags: tuple[str, ...] = Field(default=(), description="instances must carry all of these")
+    exclude_tags: tuple[str, ...] = Field(default=(), description="instances carrying any of "
+                                          "these are left out (catalog mode: whole services)")
+    filter: str | None = Field(default=None, min_length=1, description="Consul filter "
+                               "expression on health entries (Service.Meta.x, Node.Meta.x ...)")
+    catalog_filter: str | None = Field(default=None, min_length=1, description="catalog mode: "
+                                       "filter expression on the catalog (ServiceMeta.x ...)")
+    passing_only: bool = Field(default=True, description="publish only instances whose checks "
+                               "all pass; otherwise others are published as not ready")
+    namespace: str | None = Field(default=None, description="target namespace (default: the "
+                                  "configuration's)")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Service port (default: "
+                             "the instances' port when they all agree)")
+    port_name: str = Field(default="", description="name of the Service port ('' = unnamed)")
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="port protocol")
+    address_source: AddressSource = Field(default="service", description="service | node | "
+                                          "lan | wan: which address of an instance to publish")
+    zone_node_meta: str | None = Field(default=None, min_length=1, description="node meta key "
+                                       "whose value is the endpoint's zone")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return normalise_url(v)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_text(cls, v: object) -> object:
+        # YAML reads an all-digit token as a number; anything else non-text is a mistake whose
+        # message must not quote the value (the core prints inputs of type errors).
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        if v is not None and not isinstance(v, str | SecretStr):
+            raise ValueError("expected a string")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token_usable(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return None
+        text = v.get_secret_value().strip()
+        if not _is_header_safe(text):
+            raise ValueError("the token is empty or holds spaces or non-ASCII characters")
+        return SecretStr(text)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is not None and not is_dns_label(v):
+            raise ValueError(f"expected a namespace name (a DNS-1123 label), got {v!r}")
+        return v
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        # A prefix is the start of a DNS-1035 label: whatever follows it ends the label.
+        if v and (len(v) > 62 or not is_service_name(f"{v}x")):
+            raise ValueError("expected lowercase letters, digits and '-', starting with a "
+                             f"letter, at most 62, got {v!r}")
+        return v
+
+    @field_validator("rename")
+    @classmethod
+    def _rename_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        for consul_name, target in v.items():
+            if not is_service_name(target):
+                raise ValueError(f"{consul_name}: {_name_problem(target)}")
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _explicit_names(cls, v: tuple[str, ...] | None,
+                        info: ValidationInfo) -> tuple[str, ...] | None:
+        # Explicit names are known now: their Service names are checked at load time, so
+        # `endpoints-sync validate` catches them instead of a warning at every run.
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("expected at least one service (or leave `services` out to sync "
+                             "the whole catalog)")
+        prefix = info.data.get("name_prefix", "")
+        rename = info.data.get("rename", {})
+        first: dict[str, str] = {}
+        for i, name in enumerate(v):
+            if not name:
+                raise ValueError(f"services[{i}] is empty")
+            target = kube_name(name, prefix, rename)
+            if not is_service_name(target):
+                raise ValueError(f"services[{i}]: {_name_problem(target)}")
+            if target in first:
+                raise ValueError(f"services[{i}] {name!r} and {first[target]!r} both map to "
+                                 f"Service {target!r}")
+            first[target] = name
+        unused = sorted(set(rename) - set(v))
+        if unused:
+            raise ValueError(f"rename names {unused[0]!r}, which is not in services")
+        return v
+
+    @field_validator("port_name")
+    @classmethod
+    def _port_name(cls, v: str) -> str:
+        if v and not is_port_name(v):
+            raise ValueError("expected a port name (lowercase letters, digits and '-', at most "
+                             f"15, at least one letter), got {v!r}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_env(cls, data: Any) -> Any:
+        # Consul's own default. Applied only when neither token nor token_file is given, so
+        # that token_file plus an inherited environment is not "both given".
+        if isinstance(data, dict) and data.get("token") is None \
+                and data.get("token_file") is None:
+            env = os.environ.get("CONSUL_HTTP_TOKEN", "").strip()
+            if env:
+                return {**data, "token": env}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConsulOptions:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("ca_file has no use with verify: false")
+        tls = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
+        if tls and not self.url.startswith("https://"):
+            raise ValueError(f"{tls[0]} needs an https:// url, got {self.url}")
+        if self.catalog_filter is not None and self.services is not None:
+            raise ValueError("catalog_filter applies to catalog mode only (without `services`)")
+        return self
+
+    @property
+    def catalog_mode(self) -> bool:
+        return self.services is None
+
+
+def _is_header_safe(text: str) -> bool:
+    """Visible ASCII only: anything else makes requests quote the header value in its error."""
+    return bool(text) and all("!" <= c <= "~" for c in text)
+
+
+# --- what Consul says about one instance (pure) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One entry of /v1/health/service/<name>, reduced to what the Service needs."""
+
+    service_id: str
+    node: str
+    node_id: str
+    datacenter: str
+    endpoints: tuple[tuple[str, int], ...]
+    """(address, port) pairs to publish: two for a dual-stack tagged address; port 0 = none."""
+    health: str
+    tags: frozenset[str]
+    kind: str
+    zone: str | None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _field(mapping: Mapping[str, Any], name: str) -> Any:
+    """Consul writes Address/Port; its docs show address/port. Accept both."""
+    return mapping.get(name, mapping.get(name.lower()))
+
+
+def _tagged(entries: Mapping[str, Any], kind: str, port: int) -> list[tuple[str, int]]:
+    """The `kind` (lan|wan) tagged addresses of a service or node.
+
+    The plain key (`wan`) wins: it is what operators set, while Consul agents fill
+    `lan_ipv4`/`wan_ipv4` from the service address themselves. Otherwise both families are
+    returned, so a dual-stack instance appears in both address families.
+    """
+    for keys in ([kind], [f"{kind}_ipv4", f"{kind}_ipv6"]):
+        found = []
+        for key in keys:
+            value = entries.get(key)
+            if isinstance(value, str) and value:  # node tagged addresses are plain strings
+                found.append((value, port))
+            elif isinstance(value, dict) and _text(_field(value, "Address")):
+                found.append((_text(_field(value, "Address")),
+                               _number(_field(value, "Port")) or port))
+        if found:
+            return found
+    return []
+
+
+def pick_endpoints(node: Mapping[str, Any], service: Mapping[str, Any],
+                   source: AddressSource) -> list[tuple[str, int]]:
+    """Which address(es) of an instance to publish, in the order Consul itself uses.
+
+    `service`: Service.Address, else Node.Address (what Consul DNS answers). `node`:
+    Node.Address. `lan`/`wan`: as Consul's BestAddress: the service's tagged address, else
+    Service.Address, else the node's tagged address, else Node.Address.
+    """
+    port = _number(service.get("Port"))
+    service_address = _text(service.get("Address"))
+    node_address = _text(node.get("Address"))
+    if source == "service":
+        return [(service_address or node_address, port)]
+    if source == "node":
+        return [(node_address, port)]
+    return (_tagged(_dict(service.get("TaggedAddresses")), source, port)
+            or ([(service_address, port)] if service_address else [])
+            or _tagged(_dict(node.get("TaggedAddresses")), source, port)
+            or [(node_address, port)])
+
+
+def worst_health(checks: Any) -> str:
+    """The instance's health: its worst check (node checks included, as Consul counts them)."""
+    worst = "passing"
+    for check in checks if isinstance(checks, list) else []:
+        status = _text(_dict(check).get("Status"))
+        if HEALTH_ORDER.get(status, 2) > HEALTH_ORDER[worst]:
+            # Unknown statuses (and maintenance, which is critical) count as critical.
+            worst = status if status in HEALTH_ORDER else "critical"
+    return worst
+
+
+def parse_instance(entry: Any, source: AddressSource, zone_key: str | None) -> Instance:
+    node = _dict(_dict(entry).get("Node"))
+    service = _dict(_dict(entry).get("Service"))
+    node_meta = _dict(node.get("Meta"))
+    zone = _text(node_meta.get(zone_key)) if zone_key else ""
+    tags = service.get("Tags")
+    return Instance(
+        service_id=_text(service.get("ID")),
+        node=_text(node.get("Node")),
+        node_id=_text(node.get("ID")),
+        datacenter=_text(node.get("Datacenter")),
+        endpoints=tuple(pick_endpoints(node, service, source)),
+        health=worst_health(_dict(entry).get("Checks")),
+        tags=frozenset(t for t in tags if isinstance(t, str)) if isinstance(tags, list)
+        else frozenset(),
+        kind=_text(service.get("Kind")),
+        zone=zone or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A service's instances: those to publish, and every one matching tags and filter.
+
+    `known` differs from `published` only when no instance passes: then the instances of any
+    health still tell the Service port, and whether catalog mode selects the service at all.
+    """
+
+    published: tuple[Instance, ...]
+    known: tuple[Instance, ...]
+
+
+# --- talking to Consul ----------------------------------------------------------------------
+
+
+class ConsulApi:
+    """The two reads this provider makes, through py-consul, with errors in our own types.
+
+    Requests go through py-consul's HTTP client (`Consul.http.get`) rather than
+    `health.service()`, because py-consul 1.8 drops the consistency mode on health reads and
+    hides the response headers. Each worker thread has its own client: a requests Session
+    shared by more threads than its pool size discards connections with a warning.
+    """
+
+    def __init__(self, options: ConsulOptions, token: str | None, source: str,
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+        self._consul = import_optional("consul", "consul", "consul")
+        self._options = options
+        self._token = token
+        self._source = source
+        self._log = log
+        parts = urllib.parse.urlsplit(options.url)
+        self._host = parts.netloc.rsplit(":", 1)[0]
+        self._port = parts.port
+        self._scheme = parts.scheme
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.http.session.close()
+            self._clients.clear()
+
+    def catalog_services(self) -> dict[str, list[str]]:
+        params = self._common_params()
+        if self._options.catalog_filter:
+            params.append(("filter", self._options.catalog_filter))
+        data = self._get("/v1/catalog/services", params)
+        if not isinstance(data, dict):
+            raise self._unexpected("/v1/catalog/services", "a map of service names")
+        return {str(k): [t for t in v if isinstance(t, str)] if isinstance(v, list) else []
+                for k, v in data.items()}
+
+    def health_service(self, name: str, passing: bool) -> list[Any]:
+        path = f"/v1/health/service/{name}"
+        params = self._common_params()
+        if passing:
+            params.append(("passing", "1"))
+        params.extend(("tag", tag) for tag in self._options.tags)
+        if self._options.filter:
+            params.append(("filter", self._options.filter))
+        data = self._get(path, params)
+        if not isinstance(data, list):
+            raise self._unexpected(path, "a list of health entries")
+        return data
+
+    def _common_params(self) -> list[tuple[str, str]]:
+        params: list[tuple[str, str]] = []
+        if self._options.datacenter:
+            params.append(("dc", self._options.datacenter))
+        if self._options.consistency != "default":
+            params.append((self._options.consistency, "1"))
+        return params
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            verify: bool | str = (str(self._options.ca_file) if self._options.ca_file
+                                  else self._options.verify)
+            cert = ((str(self._options.cert_file), str(self._options.key_file))
+                    if self._options.key_file else
+                    str(self._options.cert_file) if self._options.cert_file else None)
+            # host, port and scheme are always given, so py-consul reads no CONSUL_* variable
+            # for them; the token is never handed to it (it prefers $CONSUL_HTTP_TOKEN).
+            client = self._consul.Consul(
+                host=self._host, port=self._port, scheme=self._scheme, verify=verify,
+                cert=cert, connections_timeout=self._options.timeout_seconds)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
+        from consul.callback import CB  # only ever imported with consul itself
+
+        headers = {"X-Consul-Token": self._token} if self._token else {}
+
+        def decode(response: Any) -> tuple[Any, Mapping[str, str]]:
+            return CB.json(allow_404=False)(response), response.headers
+
+        try:
+            data, response_headers = self._client().http.get(
+                decode, path, params=params, headers=headers)
+        except Exception as e:
+            raise self._translate(e, path) from e
+        self._note_headers(path, response_headers)
+        return data
+
+    def _note_headers(self, path: str, headers: Mapping[str, str]) -> None:
+        log = self._log
+        if headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true":
+            log.warning("source %r: Consul left results out of %s: the ACL token may lack "
+                        "service:read or node:read", self._source, path)
+        if headers.get("X-Consul-KnownLeader", "true").lower() == "false":
+            log.warning("source %r: the Consul server has no known leader; %s may be stale",
+                        self._source, path)
+
+    def _translate(self, e: Exception, path: str) -> SourceError:
+        """py-consul's and requests' errors as transient or permanent source errors."""
+        import requests
+
+        exc = self._consul.exceptions
+        where = f"source {self._source!r}: Consul at {self._options.url} (GET {path})"
+        detail = self._scrub(str(e))[:300]
+        if isinstance(e, exc.ACLPermissionDenied | exc.ACLDisabled):
+            return PermanentSourceError(f"{where}: access denied ({detail}); check the token "
+                                        "and its service:read and node:read rules")
+        if isinstance(e, exc.BadRequest | exc.NotFound):
+            return PermanentSourceError(f"{where}: request refused: {detail}")
+        if isinstance(e, exc.ClientError):
+            if detail.startswith("429"):
+                return TransientSourceError(f"{where}: rate limited: {detail}")
+            return PermanentSourceError(f"{where}: request refused: {detail}")
+        if isinstance(e, exc.ConsulException):
+            if "No path to datacenter" in detail:
+                return PermanentSourceError(f"{where}: unknown datacenter "
+                                            f"{self._options.datacenter!r}: {detail}")
+            return TransientSourceError(f"{where}: server error: {detail}")
+        if isinstance(e, requests.exceptions.SSLError):
+            return PermanentSourceError(f"{where}: TLS failed: {detail}")
+        if isinstance(e, requests.exceptions.Timeout):
+            return TransientSourceError(f"{where}: no answer within "
+                                        f"{self._options.timeout_seconds:g} s: {detail}")
+        if isinstance(e, requests.exceptions.RequestException):
+            return TransientSourceError(f"{where}: unreachable: {detail}")
+        return TransientSourceError(f"{where}: {type(e).__name__}: {detail}")
+
+    def _unexpected(self, path: str, expected: str) -> TransientSourceError:
+        return TransientSourceError(f"source {self._source!r}: Consul at {self._options.url} "
+                                    f"(GET {path}): expected {expected}")
+
+    def _scrub(self, text: str) -> str:
+        # Belt and braces: no Consul error echoes a token, but a proxy's might.
+        return text.replace(self._token, "[redacted]") if self._token else text
+
+
+# --- the provider --------------------------------------------------------------------------
+
+
+class ConsulProvider(Provider[ConsulOptions]):
+    """Consul services (listed, or the whole catalog) with their instances as endpoints."""
+
+    Options = ConsulOptions
+    summary = "Consul services and their healthy instances (health API), as ClusterIP Services"
+
+    def check(self) -> None:
+        """For `endpoints-sync validate`: the files the options name exist and the token file
+        holds a usable token. Contacts nothing."""
+        self._local_inputs()
+
+    def discover(self) -> list[ServiceSpec]:
+        try:
+            token = self._local_inputs()
+        except ConfigError as e:
+            # At run time a missing token or certificate is this source's trouble, like a bad
+            # token: the source fails and the other sources are still applied.
+            raise PermanentSourceError(f"source {self.context.source!r}: {e}") from None
+        api = ConsulApi(self._resolved_options(), token, self.context.source,
+                        self.context.log)
+        try:
+            names = self._selected_names(api)
+            fetched = self._fetch_all(api, list(names))
+        finally:
+            api.close()
+        specs = []
+        for consul_name, name in names.items():
+            spec = self._spec(consul_name, name, fetched[consul_name])
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    # -- inputs
+
+    def _resolved_options(self) -> ConsulOptions:
+        """The options with TLS paths resolved against the configuration's folder."""
+        changes = {o: self.context.resolve_path(p) for o in ("ca_file", "cert_file", "key_file")
+                   if (p := getattr(self.options, o)) is not None}
+        return self.options.model_copy(update=changes) if changes else self.options
+
+    def _local_inputs(self) -> str | None:
+        """Check the files the options name; return the token."""
+        for option in ("token_file", "ca_file", "cert_file", "key_file"):
+            path: Path | None = getattr(self.options, option)
+            if path is not None and not self.context.resolve_path(path).is_file():
+                raise self.context.config_error(
+                    option, f"file {self.context.resolve_path(path)} not found")
+        return self._token()
+
+    def _token(self) -> str | None:
+        if self.options.token is not None:
+            return self.options.token.get_secret_value()
+        if self.options.token_file is None:
+            return None
+        path = self.context.resolve_path(self.options.token_file)
+        try:
+            # Read on every run, so a rotated Kubernetes Secret is picked up.
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise self.context.config_error(
+                "token_file", f"cannot read {path}: {type(e).__name__}") from None
+        if not _is_header_safe(text):
+            raise self.context.config_error(
+                "token_file", f"{path} is empty or holds spaces or non-ASCII characters")
+        return text
+
+    # -- which services
+
+    def _selected_names(self, api: ConsulApi) -> dict[str, str]:
+        """Consul name -> Service name, sorted by Consul name."""
+        opts = self.options
+        if opts.services is not None:
+            return {n: kube_name(n, opts.name_prefix, opts.rename) for n in opts.services}
+        catalog = api.catalog_services()
+        wanted = sorted(name for name, tags in catalog.items()
+                        if name != "consul" and self._tags_match(tags))
+        return self._map_names(wanted)
+
+    def _tags_match(self, tags: Iterable[str]) -> bool:
+        # In catalog mode the tags are the union over a service's instances: a service can
+        # only match `tags` if the union has them all; any excluded tag leaves it out whole.
+        have = set(tags)
+        return have.issuperset(self.options.tags) and not have & set(self.options.exclude_tags)
+
+    def _map_names(self, consul_names: Sequence[str]) -> dict[str, str]:
+        opts = self.options
+        mapped: dict[str, str] = {}
+        for consul_name in consul_names:
+            name = kube_name(consul_name, opts.name_prefix, opts.rename)
+            if is_service_name(name):
+                mapped[consul_name] = name
+            else:
+                self._warn("consul service %r skipped: %s", consul_name, _name_problem(name))
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for consul_name, name in mapped.items():
+            by_name[name].append(consul_name)
+        clashes = {name: sorted(c) for name, c in by_name.items() if len(c) > 1}
+        if clashes:
+            # Skipping both would let the core prune a Service that exists: fail instead,
+            # so the cluster is left exactly as it is until `rename` settles it.
+            name, both = sorted(clashes.items())[0]
+            raise PermanentSourceError(
+                f"source {self.context.source!r}: consul services "
+                f"{' and '.join(map(repr, both))} both map to Service {name!r}; "
+                "tell them apart with `rename`")
+        return mapped
+
+    # -- fetching
+
+    def _fetch_all(self, api: ConsulApi, names: list[str]) -> dict[str, Fetched]:
+        if not names:
+            return {}
+        workers = min(self.options.concurrency, len(names))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="consul") as pool:
+            futures = [pool.submit(self._fetch, api, name) for name in names]
+            try:
+                return {name: f.result() for name, f in zip(names, futures, strict=True)}
+            except BaseException:
+                # One failure fails the source: do not start the requests still queued.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _fetch(self, api: ConsulApi, name: str) -> Fetched:
+        opts = self.options
+        published = self._usable(api.health_service(name, passing=opts.passing_only))
+        if published or not opts.passing_only or (not opts.catalog_mode and opts.port):
+            return Fetched(published, published)
+        # Nothing passes: ask once more for every instance, to learn the Service port and
+        # whether catalog mode selects the service at all.
+        return Fetched((), self._usable(api.health_service(name, passing=False)))
+
+    def _usable(self, entries: list[Any]) -> tuple[Instance, ...]:
+        opts = self.options
+        instances = (parse_instance(e, opts.address_source, opts.zone_node_meta)
+                     for e in entries)
+        return tuple(i for i in instances
+                     if not i.tags & set(opts.exclude_tags)
+                     # Catalog mode syncs applications: not their Connect proxies and gateways.
+                     and not (opts.catalog_mode and i.kind))
+
+    # -- building the Service
+
+    def _spec(self, consul_name: str, name: str, fetched: Fetched) -> ServiceSpec | None:
+        opts = self.options
+        if opts.catalog_mode and not fetched.known:
+            self._debug("consul service %r: no instance matches tags/filter; not selected",
+                        consul_name)
+            return None
+        port = self._service_port(consul_name, fetched.published or fetched.known)
+        backends = self._backends(consul_name, fetched.published)
+        annotations = {ANNOTATION_SERVICE: consul_name}
+        datacenter = opts.datacenter or next(
+            (i.datacenter for i in fetched.known if i.datacenter), "")
+        if datacenter:
+            annotations[ANNOTATION_DATACENTER] = datacenter
+        self._debug("consul service %r -> Service %r: %d endpoints, %d ready", consul_name,
+                    name, len(backends), sum(b.ready for b in backends))
+        return ServiceSpec(
+            name=name, namespace=opts.namespace,
+            ports=(ServicePort(name=opts.port_name, port=port, protocol=opts.protocol),),
+            backends=tuple(backends), annotations=annotations)
+
+    def _service_port(self, consul_name: str, instances: Sequence[Instance]) -> int:
+        if self.options.port is not None:
+            return self.options.port
+        ports = sorted({p for i in instances for _, p in i.endpoints if p})
+        if len(ports) == 1:
+            return ports[0]
+        # Either way the Service cannot be built; skipping it would let the core prune it.
+        where = f"source {self.context.source!r}: consul service {consul_name!r}"
+        if ports:
+            raise PermanentSourceError(
+                f"{where}: instances listen on ports {', '.join(map(str, ports))}; set `port` "
+                "to choose the Service port (each endpoint keeps its own port)")
+        raise PermanentSourceError(
+            f"{where}: no instance tells the port and `port` is not set; set `port`")
+
+    def _backends(self, consul_name: str, instances: Sequence[Instance]) -> list[Backend]:
+        seen: dict[tuple[str, int], Backend] = {}
+        for inst in instances:
+            ready = inst.health == "passing"
+            if self.options.passing_only and not ready:
+                continue  # the server filtered already; this only guards a racing answer
+            for address, port in inst.endpoints:
+                target = port or (self.options.port or 0)
+                if not address or not target:
+                    self._warn("consul service %r: instance %r on node %r left out: it has "
+                               "no %s", consul_name, inst.service_id, inst.node,
+                               "address" if not address else "port (set `port`)")
+                    continue
+                backend = self._backend(inst, address, target, ready)
+                # The same address and port registered twice: ready if either is.
+                key = (address, target)
+                if key not in seen or (ready and not seen[key].ready):
+                    seen[key] = backend
+        return sorted(seen.values(), key=lambda b: (b.address, b.ports[self.options.port_name]))
+
+    def _backend(self, inst: Instance, address: str, port: int, ready: bool) -> Backend:
+        meta = {"consul.node": inst.node, "consul.service_id": inst.service_id}
+        if inst.node_id:
+            meta["consul.node_id"] = inst.node_id
+        if inst.health != "passing":
+            meta["consul.health"] = inst.health
+        return Backend(address=address, ports={self.options.port_name: port}, ready=ready,
+                       zone=inst.zone,
+                       hostname=inst.node if is_dns_label(inst.node) else None, meta=meta)
+
+    # -- logs
+
+    def _warn(self, message: str, *args: object) -> None:
+        self._log(self.context.log.warning, message, args)
+
+    def _debug(self, message: str, *args: object) -> None:
+        self._log(self.context.log.debug, message, args)
+
+    def _log(self, emit: Callable[..., None], message: str, args: tuple[object, ...]) -> None:
+        emit(f"source %r: {message}", self.context.source, *args)

@@ -1,0 +1,49 @@
+"""Server-side defaulting, as the real API server applies it before validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.kubeapi import shape
+from tests.kubeapi.resources import ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, SERVICES, Resource
+
+
+def apply_defaults(res: Resource, obj: dict[str, Any]) -> None:
+    if res is SERVICES:
+        _service(obj)
+    elif res is ENDPOINTS:
+        for i, subset in enumerate(shape.objs(obj, "subsets", "subsets")):
+            for port in shape.objs(subset, "ports", f"subsets[{i}].ports"):
+                port.setdefault("protocol", "TCP")
+    elif res is ENDPOINT_SLICES:
+        for port in shape.objs(obj, "ports", "ports"):
+            port.setdefault("name", "")
+            port.setdefault("protocol", "TCP")
+    elif res is NAMESPACES:
+        name = obj["metadata"].get("name", "")
+        labels = obj["metadata"]["labels"] = shape.string_map(obj["metadata"], "labels",
+                                                              "metadata.labels")
+        labels["kubernetes.io/metadata.name"] = name
+        obj["spec"] = shape.obj(obj, "spec", "spec")
+        obj["spec"].setdefault("finalizers", ["kubernetes"])
+        obj["status"] = shape.obj(obj, "status", "status")
+        obj["status"].setdefault("phase", "Active")
+
+
+def _service(obj: dict[str, Any]) -> None:
+    spec = obj["spec"] = shape.obj(obj, "spec", "spec")
+    spec_type = spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in shape.objs(spec, "ports", "spec.ports"):
+        port.setdefault("protocol", "TCP")
+        if port.get("targetPort") is None and port.get("port") is not None:
+            port["targetPort"] = port["port"]
+    if spec_type != "ExternalName":
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec_type in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    status = obj.get("status")
+    if not isinstance(status, dict) or "loadBalancer" not in status:
+        obj["status"] = {"loadBalancer": {}}

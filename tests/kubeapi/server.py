@@ -1,0 +1,314 @@
+"""KubeApiServer: the HTTP side of the Kubernetes API test server, and its Python API.
+
+Real HTTP/1.1 with keep-alive on 127.0.0.1 only. Every answer has a Content-Length, and
+accepted sockets get TCP_NODELAY: without it Nagle's algorithm meets the client's delayed
+ACK and every keep-alive request stalls ~40 ms."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.kubeapi import errors
+from tests.kubeapi.api import Api, Request, Response
+from tests.kubeapi.faults import FaultInjector
+from tests.kubeapi.resources import by_kind
+from tests.kubeapi.store import Store
+
+HOST = "127.0.0.1"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DROPPED = 0  # the status recorded for a request whose connection was dropped
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    status: int
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, owner: KubeApiServer, port: int) -> None:
+        self.owner = owner
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__((HOST, port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._connections_lock:
+            self._connections.add(sock)
+        return sock, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that went away mid-request is not a server bug
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """End idle keep-alive connections, whose threads would otherwise outlive stop()."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+    timeout = 300  # idle keep-alive connections end eventually
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # tests read server.requests instead
+
+    def _serve(self) -> None:
+        owner = self.server.owner
+        split = urlsplit(self.path)
+        body = self._read_body()  # always: keeps the keep-alive stream in step
+        fault = owner.faults.take(self.command, split.path)
+        if fault is not None:
+            if fault.delay > 0:
+                time.sleep(fault.delay)
+            if fault.drop:
+                owner.record(RecordedRequest(self.command, split.path, split.query, DROPPED))
+                self.close_connection = True
+                return
+            if fault.status is not None:
+                err = errors.generic(fault.status, _fault_message(fault.status),
+                                     fault.retry_after)
+                self._send(split.path, split.query, Response(err.code, err.status_body(),
+                                                             err.headers))
+                return
+        request = Request(self.command, split.path, split.query, self.headers, body)
+        try:
+            response = owner.api.handle(request)
+        except Exception as exc:  # a server bug: answer it, and say so on stderr
+            traceback.print_exc(file=sys.stderr)
+            err = errors.ApiError(500, f"Internal error occurred: {exc!r}", "InternalError")
+            response = Response(500, err.status_body())
+        self._send(split.path, split.query, response)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, path: str, query: str, response: Response) -> None:
+        if isinstance(response.body, str):
+            payload, content_type = response.body.encode(), "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(response.body, separators=(",", ":")).encode()
+            content_type = "application/json"
+        # Record before answering, so a test that has its response sees the record.
+        self.server.owner.record(RecordedRequest(self.command, path, query, response.status))
+        self.send_response(response.status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _fault_message(status: int) -> str:
+    if status == 429:
+        return "Too many requests, please try again later."
+    if status == 503:
+        return "The service is unavailable."
+    return f"Internal error occurred: injected fault ({status})"
+
+
+class KubeApiServer:
+    """A kube-apiserver stand-in for namespaces, services, endpoints and endpointslices."""
+
+    def __init__(self, namespaces: Iterable[str] = ("default",)) -> None:
+        self.store = Store(namespaces)
+        self.faults = FaultInjector()
+        self.api = Api(self.store, lambda: self.url.removeprefix("http://"))
+        self._requests: list[RecordedRequest] = []
+        self._requests_lock = threading.Lock()
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, port: int = 0) -> KubeApiServer:
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        self._httpd = _HttpServer(self, port)
+        self._thread = threading.Thread(
+            # A short poll keeps stop() quick: shutdown() waits for the next poll.
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
+            name=f"kubeapi-{self.port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> KubeApiServer:
+        return self.start() if self._httpd is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def write_kubeconfig(self, path: str | Path, context: str = "test") -> Path:
+        """A kubeconfig whose current context points at this server (YAML, dummy token)."""
+        path = Path(path)
+        q = json.dumps  # JSON strings are valid YAML scalars
+        path.write_text(
+            "apiVersion: v1\n"
+            "kind: Config\n"
+            "clusters:\n"
+            f"- name: {q(context)}\n"
+            "  cluster:\n"
+            f"    server: {q(self.url)}\n"
+            "users:\n"
+            f"- name: {q(context)}\n"
+            "  user:\n"
+            "    token: test-token\n"
+            "contexts:\n"
+            f"- name: {q(context)}\n"
+            "  context:\n"
+            f"    cluster: {q(context)}\n"
+            f"    user: {q(context)}\n"
+            "    namespace: default\n"
+            f"current-context: {q(context)}\n"
+        )
+        return path
+
+    # -- state -------------------------------------------------------------------------
+
+    def create_namespace(self, name: str) -> None:
+        self.store.create_namespace(name)
+
+    def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store `obj` as is (create or replace), with server metadata and defaults filled
+        in but no validation; its namespace is created if missing."""
+        return self.store.seed(obj)
+
+    def get_object(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.store.find(by_kind(kind), namespace or "", name)
+
+    def list_objects(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return self.store.list(by_kind(kind), namespace).items
+
+    # -- requests and faults -----------------------------------------------------------
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._requests_lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request so far, oldest first (a copy)."""
+        with self._requests_lock:
+            return list(self._requests)
+
+    def write_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method in WRITE_METHODS]
+
+    def requests_matching(
+        self, method: str | None = None, path_regex: str | None = None
+    ) -> list[RecordedRequest]:
+        pattern = re.compile(path_regex) if path_regex else None
+        return [
+            r for r in self.requests
+            if (method is None or r.method == method.upper())
+            and (pattern is None or pattern.search(r.path))
+        ]
+
+    def reset_requests(self) -> None:
+        with self._requests_lock:
+            self._requests.clear()
+
+    def inject_fault(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+        times: int = 1,
+    ) -> None:
+        """The next `times` requests whose method matches (`*` for any) and whose path
+        matches `path_regex` (re.search, query excluded) are delayed by `delay` seconds,
+        then dropped without an answer (`drop`), answered with a Status of `status`
+        (429 carries Retry-After when `retry_after` is given), or else served normally."""
+        self.faults.add(method, path_regex, status=status, retry_after=retry_after,
+                        delay=delay, drop=drop, times=times)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
