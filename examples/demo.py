@@ -8,6 +8,7 @@ made (the second run makes none).
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 import subprocess
 import sys
 import tempfile
@@ -36,15 +37,16 @@ def main() -> int:
         for attempt in ("first", "second"):
             server.reset_requests()
             code = sync(kubeconfig)
-            writes = server.write_requests()
-            print(f"-> {attempt} run: exit {code}, {len(writes)} write requests "
-                  f"({', '.join(sorted({r.method for r in writes})) or 'none'})\n")
+            methods = Counter(r.method for r in server.requests)
+            writes = sum(n for m, n in methods.items() if m != "GET")
+            print(f"-> {attempt} run: exit {code}; {writes} write requests; all requests: "
+                  f"{dict(sorted(methods.items()))}\n")
             if code != 0:
                 return code
         kubectl = shutil.which("kubectl")
         if kubectl:
-            cmd = [kubectl, "--kubeconfig", str(kubeconfig), "get",
-                   "services,endpoints,endpointslices", "-n", "storage", "-o", "wide"]
+            cmd = [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", f"{tmp}/cache",
+                   "get", "services,endpoints,endpointslices", "-n", "storage", "-o", "wide"]
             print("$ kubectl get services,endpoints,endpointslices -n storage -o wide")
             subprocess.run(cmd, check=False)
         else:

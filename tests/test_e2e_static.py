@@ -336,13 +336,14 @@ def test_kubectl_reads_what_the_syncer_wrote(kube: KubeApiServer, kubeconfig: Pa
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl must be on the PATH for this test"
     ok(run_sync(write(tmp_path, [rgw_service()]), kubeconfig))
-    out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "get",
+    base = [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run([*base, "get",
                           "svc,endpoints,endpointslices", "-A", "-o", "json"],
                          capture_output=True, text=True, check=True, timeout=60)
     items = json.loads(out.stdout)["items"]
     kinds = sorted(i["kind"] for i in items if i["metadata"]["namespace"] == "storage")
     assert kinds == ["EndpointSlice", "EndpointSlice", "Endpoints", "Service"]
-    table = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "get",
+    table = subprocess.run([*base, "get",
                             "svc,endpoints,endpointslices", "-A"],
                            capture_output=True, text=True, check=True, timeout=60)
     assert "ocs-external-rgw-lb" in table.stdout
