@@ -8,10 +8,10 @@ made (the second run makes none).
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

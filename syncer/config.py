@@ -22,7 +22,7 @@ from syncer.errors import ConfigError
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-SOURCE_KEYS = frozenset({"name", "provider", "allow_empty"})
+SECRET_WORDS = ("token", "secret", "password", "credential")
 
 
 try:  # the C loader is several times faster on large inventories
@@ -158,11 +158,16 @@ def _describe(err: Any) -> tuple[str, str]:
         msg = "required key is missing"
     elif err["type"] == "too_short":
         msg = f"expected at least {err.get('ctx', {}).get('min_length', 1)} item(s)"
-    elif "input" in err and err["type"] not in ("value_error",):
+    elif "input" in err and err["type"] not in ("value_error",) and not _secret(err["loc"]):
         msg = f"{msg} (got {_short(err['input'])})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return field_path(loc), msg
+
+
+def _secret(loc: Sequence[int | str]) -> bool:
+    """Never echo what was given for a field that may hold a secret."""
+    return any(isinstance(p, str) and any(w in p.lower() for w in SECRET_WORDS) for p in loc)
 
 
 def _short(value: object) -> str:

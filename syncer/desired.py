@@ -17,6 +17,8 @@ from syncer.resolve import Resolver, resolve_names
 log = logging.getLogger("endpoints_sync")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_LINK_LOCAL_MULTICAST_V4 = ipaddress.ip_network("224.0.0.0/24")
 
 
 @dataclass
@@ -28,8 +30,7 @@ class Desired:
     """(namespace, name) of Services a source wanted but got wrong: left as they are."""
 
 
-def refused_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                   deny: Sequence[IPNetwork]) -> str | None:
+def refused_reason(ip: IPAddress, deny: Sequence[IPNetwork]) -> str | None:
     """Why the API server (or the deny list) would refuse this endpoint address."""
     if ip.is_unspecified:
         return "unspecified"
@@ -37,7 +38,7 @@ def refused_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
         return "loopback"
     if ip.is_link_local:
         return "link-local"
-    if (ip.version == 4 and ip in ipaddress.ip_network("224.0.0.0/24")) or (
+    if (ip.version == 4 and ip in _LINK_LOCAL_MULTICAST_V4) or (
             ip.version == 6 and ip.packed[0] == 0xFF and ip.packed[1] & 0x0F == 0x02):
         return "link-local multicast"
     for net in deny:
@@ -100,15 +101,22 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
                         "the Service ports %s", source, namespace, spec.name, b.address,
                         dict(b.ports), sorted(known), extra={"source": source})
             continue
-        ip = canonical_ip(b.address)
-        for address in [ip] if ip is not None else resolved.get(b.address, []):
-            reason = refused_reason(ipaddress.ip_address(address), deny)
+        for ip in _ips(b.address, resolved):
+            reason = refused_reason(ip, deny)
             if reason:
                 log.warning("source %r: service %s/%s: address %s dropped (%s)", source,
-                            namespace, spec.name, address, reason, extra={"source": source})
+                            namespace, spec.name, ip, reason, extra={"source": source})
                 continue
-            out.append(dataclasses.replace(b, address=address))
+            address = ip.compressed
+            out.append(b if address == b.address else dataclasses.replace(b, address=address))
     return out
+
+
+def _ips(address: str, resolved: dict[str, list[str]]) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(address)]
+    except ValueError:
+        return [ipaddress.ip_address(a) for a in resolved.get(address, [])]
 
 
 def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) -> None:

@@ -149,3 +149,13 @@ def test_validate_reports_bad_inventory_without_a_cluster(
     assert main(["validate", "-c", str(tmp_path / "config.yaml")]) == 2
     err = capsys.readouterr().err
     assert "services[0].endpoints[0].address" in err and "192.0.2.300" in err
+
+
+def test_a_secret_option_is_never_echoed(run_cli: RunCli, kube: KubeApiServer) -> None:
+    config = ("sources: [{name: c, provider: consul, url: 'http://127.0.0.1:1', "
+              "token: [s3cr3t-t0ken]}]\n")
+    code, err, cfg = run_cli(config, "")
+    assert code == 2
+    assert f"{cfg}: sources[0].token" in err
+    assert "s3cr3t-t0ken" not in err
+    assert kube.requests == []
