@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from syncer.errors import KubeError
 from syncer.ownership import JSON, is_owned
-from syncer.plan import Change, Plan, needs_update, update_body
+from syncer.plan import Action, Change, Plan, needs_update, update_body
 
 if TYPE_CHECKING:  # the client is imported only when a cluster is contacted
     from syncer.kube import Kube
@@ -28,7 +28,7 @@ class ApplyResult:
     failed: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, action: str) -> None:
+    def count(self, action: Action) -> None:
         with self._lock:
             setattr(self, f"{action}d", getattr(self, f"{action}d") + 1)
 
@@ -69,16 +69,17 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
                 # Without its Service, the addresses would belong to nothing: stop here.
                 return
             continue
-        if done:
-            result.count(change.action)
-            log.info("%sd %s %s", change.action, change.kind, change.name,
+        if done is not None:
+            result.count(done)
+            log.info("%sd %s %s", done, change.kind, change.name,
                      extra={"source": change.source})
 
 
-def _apply_one(change: Change, kube: Kube, owner: str) -> bool:
+def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
+    """Make one change; returns what was done in the end (None: nothing was needed)."""
     kind, namespace, name = change.key
     if change.action == "delete":
-        return kube.delete(kind, namespace, name)
+        return "delete" if kube.delete(kind, namespace, name) else None
     assert change.body is not None
     body = change.body
     for _ in range(CONFLICT_RETRIES):
@@ -87,7 +88,7 @@ def _apply_one(change: Change, kube: Kube, owner: str) -> bool:
                 kube.create(body)
             else:
                 kube.replace(body)
-            return True
+            return change.action
         except KubeError as e:
             if e.status != 409:
                 raise
@@ -103,7 +104,7 @@ def _apply_one(change: Change, kube: Kube, owner: str) -> bool:
             raise KubeError(f"{kind} {namespace}/{name} exists without endpoints-sync's "
                             f"ownership labels for owner {owner!r}; left alone", 409, "Conflict")
         if not needs_update(fresh, body):
-            return False
+            return None
         body = update_body(fresh, body)
         change = Change("update", change.key, body, fresh, change.service, change.source)
     raise KubeError(f"{kind} {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} "

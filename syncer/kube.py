@@ -76,8 +76,8 @@ class Kube:
 
     # --- reads -------------------------------------------------------------------------
 
-    def list(self, kind: str, label_selector: str,
-             namespaces: Sequence[str] | None = None) -> list[JSON]:
+    def list(self, kind: str, label_selector: str, namespaces: Sequence[str] | None = None,
+             page_size: int = PAGE_SIZE) -> list[JSON]:
         """Every object of `kind` matching the selector, in the namespaces (or all), paged."""
         items: list[JSON] = []
         scopes: Sequence[str | None] = namespaces or [None]
@@ -85,7 +85,7 @@ class Kube:
             token: str | None = None
             while True:
                 page = self._call(kind, "list", namespace=namespace,
-                                  label_selector=label_selector, limit=PAGE_SIZE,
+                                  label_selector=label_selector, limit=page_size,
                                   _continue=token)
                 api_version = page.get("apiVersion", "v1")
                 for item in page.get("items") or []:
