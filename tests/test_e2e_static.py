@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +363,29 @@ def test_python_dash_m_and_console_script_agree() -> None:
 @pytest.mark.parametrize("args", [["run", "--interval", "0"], ["render", "-o", "xml"], []])
 def test_bad_command_line_exits_2(args: list[str]) -> None:
     assert cli(*args).returncode == 2
+
+
+def test_interval_loop_follows_the_inventory_and_stops_on_sigterm(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    config = write(tmp_path, [rgw_service()])
+    proc = subprocess.Popen([sys.executable, "-m", "syncer", "run", "-c", str(config),
+                             "--kubeconfig", str(kubeconfig), "--interval", "0.3"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: len(slice_pairs(kube, "ocs-external-rgw-lb")) == 12)
+        write(tmp_path, [rgw_service(range(50, 52))])
+        assert wait_for(lambda: len(slice_pairs(kube, "ocs-external-rgw-lb")) == 4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopping after this run" in err
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
