@@ -61,6 +61,7 @@ class Config(BaseModel):
     namespaces: tuple[str, ...] | None = None
     write: tuple[Literal["endpointslices", "endpoints"], ...] = ("endpointslices", "endpoints")
     policy: Literal["sync", "upsert-only", "create-only"] = "sync"
+    adopt: bool = False
     max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     max_endpoints_per_slice: int = Field(default=100, ge=1, le=1000)
     deny_cidrs: tuple[IPvAnyNetwork, ...] = ()

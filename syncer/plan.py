@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from syncer.ownership import (
     JSON,
+    MANAGED_BY,
     MANAGED_LABELS,
+    OWNER,
+    TOOL,
     annotations_of,
     is_owned,
     key_of,
@@ -77,6 +80,8 @@ class PlanSettings:
     frozen_sources: frozenset[str] = frozenset()
     """Sources that failed: their objects are left exactly as they are."""
     allow_empty_sources: frozenset[str] = frozenset()
+    adopt: bool = False
+    """Take over same-named objects that no tool manages (never one with a selector)."""
     kept_services: frozenset[tuple[str, str]] = frozenset()
     """(namespace, name) of Services whose source got them wrong: left as they are."""
 
@@ -135,7 +140,7 @@ def _plan_service(plan: Plan, svc: RenderedService, owned: dict[Key, JSON],
                   keep: set[Key], settings: PlanSettings) -> None:
     service = (svc.namespace, svc.name)
     mine = owned_by_service.get(service, [])
-    blocked = _conflict(svc, owned, foreign)
+    blocked, adopted = _conflict(svc, owned, foreign, settings.adopt)
     if blocked is not None:
         plan.conflicts.append(blocked)
         keep.update(mine)
@@ -145,7 +150,7 @@ def _plan_service(plan: Plan, svc: RenderedService, owned: dict[Key, JSON],
     for obj in svc.objects:
         key = key_of(obj)
         keep.add(key)
-        cur = owned.get(key)
+        cur = owned.get(key) or adopted.get(key)
         if cur is None:
             change = Change("create", key, obj, None, service, svc.source)
         elif needs_update(cur, obj):
@@ -162,22 +167,30 @@ def _plan_service(plan: Plan, svc: RenderedService, owned: dict[Key, JSON],
         keep.update(k for k in mine if k[0] in ADDRESS_KINDS)
 
 
-def _conflict(svc: RenderedService, owned: dict[Key, JSON],
-              foreign: dict[Key, JSON]) -> Conflict | None:
+def _conflict(svc: RenderedService, owned: dict[Key, JSON], foreign: dict[Key, JSON],
+              adopt: bool) -> tuple[Conflict | None, dict[Key, JSON]]:
+    """The first object in the way of this Service, if any, and the objects to adopt."""
     service = (svc.namespace, svc.name)
+    adopted: dict[Key, JSON] = {}
     for obj in svc.objects:
         key = key_of(obj)
+        cur = owned.get(key) or foreign.get(key)
+        if key[0] == "Service" and cur is not None and (cur.get("spec") or {}).get("selector"):
+            return Conflict(key, service, svc.source, "has a selector (its endpoints belong "
+                            "to the cluster's controller)"), {}
         if key in foreign:
             other = foreign[key]
-            owner = labels_of(other).get("endpoints-sync.io/owner")
-            why = (f"owned by endpoints-sync owner {owner!r}" if owner
-                   else "exists without endpoints-sync's ownership labels")
-            return Conflict(key, service, svc.source, why)
-        cur = owned.get(key)
-        if key[0] == "Service" and cur is not None and (cur.get("spec") or {}).get("selector"):
-            return Conflict(key, service, svc.source,
-                            "has a selector (its endpoints belong to the cluster's controller)")
-    return None
+            theirs = labels_of(other)
+            if adopt and MANAGED_BY not in theirs:
+                adopted[key] = other
+                continue
+            owner = theirs.get(OWNER)
+            why = (f"owned by endpoints-sync owner {owner!r}" if theirs.get(MANAGED_BY) == TOOL
+                   else f"managed by {theirs[MANAGED_BY]!r}" if MANAGED_BY in theirs
+                   else "exists without endpoints-sync's ownership labels (set adopt: true "
+                   "to take it over)")
+            return Conflict(key, service, svc.source, why), {}
+    return None, adopted
 
 
 def _address_count(objs: Iterable[JSON]) -> int:

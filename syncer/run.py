@@ -154,7 +154,7 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
     current = read_cluster(kube, config, rendered)
     settings = PlanSettings(
         owner=config.owner, policy=config.policy, max_delete_ratio=config.max_delete_ratio,
-        force=force, frozen_sources=frozenset(desired.failed_sources),
+        force=force, adopt=config.adopt, frozen_sources=frozenset(desired.failed_sources),
         allow_empty_sources=frozenset(s.name for s in config.sources if s.allow_empty),
         kept_services=frozenset(desired.skipped))
     plan = make_plan(rendered, current, settings)

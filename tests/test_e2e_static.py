@@ -389,3 +389,21 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_adopt_takes_over_a_hand_kept_endpoints(kube: KubeApiServer, kubeconfig: Path,
+                                                tmp_path: Path) -> None:
+    # The article's starting point: a selectorless Service and a hand-written Endpoints.
+    kube.put_object(foreign_service("ocs-external-rgw-lb", selector=False))
+    kube.put_object({"apiVersion": "v1", "kind": "Endpoints",
+                     "metadata": {"name": "ocs-external-rgw-lb", "namespace": "storage"},
+                     "subsets": [{"addresses": [{"ip": "192.0.2.40"}],
+                                  "ports": [{"name": "http", "port": 8080}]}]})
+    config = write(tmp_path, [rgw_service()])
+    ok(run_sync(config, kubeconfig), 1)
+    assert endpoints_pairs(kube, "ocs-external-rgw-lb") == {"192.0.2.40:8080"}
+    write(tmp_path, [rgw_service()], extra="adopt: true\n")
+    ok(run_sync(config, kubeconfig))
+    assert len(endpoints_pairs(kube, "ocs-external-rgw-lb")) == 12
+    svc = kube.get_object("Service", "storage", "ocs-external-rgw-lb")
+    assert svc is not None and OWNED.items() <= svc["metadata"]["labels"].items()

@@ -255,3 +255,29 @@ def test_planning_the_current_state_changes_nothing(state: list[ServiceSpec]) ->
     current = [server_copy(o) for s in state for o in render(s, RS).objects]
     plan = make_plan([render(s, RS) for s in state], current, PlanSettings(owner=OWNER))
     assert plan.empty and plan.unchanged == len(current)
+
+
+def test_adopt_takes_over_unmanaged_objects_only() -> None:
+    hand_made = cluster(simple_spec("a", ["192.0.2.1"]))
+    for obj in hand_made:
+        obj["metadata"]["labels"] = {"team": "db"}
+    plan = plan_for([simple_spec("a", ["192.0.2.1"])], hand_made)
+    assert plan.empty and "adopt: true" in plan.conflicts[0].reason
+    adopted = plan_for([simple_spec("a", ["192.0.2.1"])], hand_made, adopt=True)
+    assert not adopted.conflicts
+    assert {c.action for c in adopted.changes} == {"update"}
+    for c in adopted.changes:
+        assert c.body is not None
+        assert is_owned(c.body, OWNER) and c.body["metadata"]["labels"]["team"] == "db"
+
+
+def test_adopt_never_takes_a_selector_or_another_tools_object() -> None:
+    with_selector = cluster(simple_spec("a", ["192.0.2.1"]))[:1]
+    with_selector[0]["metadata"]["labels"] = {}
+    with_selector[0]["spec"]["selector"] = {"app": "a"}
+    plan = plan_for([simple_spec("a", ["192.0.2.1"])], with_selector, adopt=True)
+    assert plan.empty and "selector" in plan.conflicts[0].reason
+    helm = cluster(simple_spec("a", ["192.0.2.1"]))[:1]
+    helm[0]["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "Helm"}
+    plan = plan_for([simple_spec("a", ["192.0.2.1"])], helm, adopt=True)
+    assert plan.empty and "'Helm'" in plan.conflicts[0].reason
