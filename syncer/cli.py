@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from syncer import __version__
-from syncer.errors import ConfigError, KubeError
+from syncer.errors import ConfigError, KubeError, SourceError
 from syncer.logs import configure
 from syncer.output import plan_text, render_text
 from syncer.registry import installed, load_class
@@ -108,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _once(args: argparse.Namespace) -> int:
     loaded = load(args.config)
     if args.command == "validate":
-        check_sources(loaded)
+        try:
+            check_sources(loaded)
+        except SourceError as e:  # e.g. the provider's library is not installed
+            log.error("%s", e)
+            return EXIT_CONFIG
         names = ", ".join(f"{s.name} ({s.config.provider})" for s in loaded.sources)
         print(f"{args.config}: OK: {len(loaded.sources)} source(s): {names}")
         return EXIT_OK

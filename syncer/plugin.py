@@ -17,7 +17,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from syncer.config import config_error_from, load_document
+from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
 from syncer.model import Backend, ServicePort, ServiceSpec
 from syncer.names import canonical_ip, is_dns_label, is_dns_name, is_port_name, is_service_name

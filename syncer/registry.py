@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from syncer.config import Config, SourceConfig, config_error_from
+from syncer.config import Config, SourceConfig
+from syncer.documents import config_error_from
 from syncer.errors import ConfigError
 from syncer.plugin import ENTRY_POINT_GROUP, Provider, ProviderOptions, SourceContext
 

@@ -77,9 +77,11 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
     for name, outcome in results:
         if isinstance(outcome, Exception):
             kind = "" if isinstance(outcome, SourceError) else f"{type(outcome).__name__}: "
-            desired.failed_sources[name] = f"{kind}{outcome}"
+            # Providers name their source in their messages; say it once.
+            cause = str(outcome).removeprefix(f"source {name!r}: ")
+            desired.failed_sources[name] = f"{kind}{cause}"
             log.error("source %r failed, its Services are left as they are: %s%s", name, kind,
-                      outcome, extra={"source": name})
+                      cause, extra={"source": name})
         else:
             log.info("source %r: %d services, %d addresses", name, len(outcome),
                      sum(len(s.backends) for s in outcome), extra={"source": name})

@@ -1,0 +1,228 @@
+"""Test support for the AWS providers: a fake credential environment, building a provider the
+way the core does, and an HTTP double of the AWS query APIs for answers moto cannot give
+(access denied, throttling, server errors, slow answers).
+
+Nothing here talks to AWS: credentials are fake, instance metadata is disabled, and the
+double listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+import boto3
+import pytest
+from botocore.loaders import Loader, create_loader
+from botocore.session import Session as BotocoreSession
+
+from syncer.plugin import Provider, ProviderOptions, SourceContext
+
+# AWS's documented example key: it looks real to botocore and to a leak check.
+FAKE_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+FAKE_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+FAKE_SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLETOKENTHATISLONGENOUGHTOLOOKREAL0123456789abcdefABCDEF=="
+
+_AWS_VARIABLES = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_RDS", "AWS_ENDPOINT_URL_STS",
+    "AWS_SECURITY_TOKEN", "AWS_CA_BUNDLE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
+)
+
+
+def fake_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                         region: str = "us-east-1") -> dict[str, str]:
+    """Fake credentials and empty AWS config files: the developer's own never leak in."""
+    for name in _AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
+        "AWS_SESSION_TOKEN": FAKE_SESSION_TOKEN,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        # moto would otherwise build ~1,300 AMIs with snapshots for every region backend:
+        # most of the suite's time. Our instances need no real image.
+        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+P = TypeVar("P", bound=Provider[Any])
+
+
+def build(provider: type[P], options: Mapping[str, Any], source: str = "db") -> P:
+    """Validate the options with the provider's model and build it, as the core does."""
+    validated: ProviderOptions = provider.Options.model_validate(dict(options))
+    return provider(validated, SourceContext(source=source, config_file="config.yaml",
+                                             field_path="sources[0]"))
+
+
+@functools.cache
+def _loader() -> Loader:
+    return create_loader()
+
+
+def boto3_session(region: str, **credentials: str) -> boto3.session.Session:
+    """A session for setting up fixtures. moto resets boto3's default session for every
+    test, and parsing the service models again each time would triple the suite's time."""
+    core = BotocoreSession()
+    core.register_component("data_loader", _loader())
+    return boto3.session.Session(botocore_session=core, region_name=region, **credentials)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# --- an HTTP double of the AWS query protocol ------------------------------------------
+
+
+def ec2_error(code: str, message: str) -> str:
+    """An EC2 error body (EC2's own XML shape)."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}'
+            f"</Code><Message>{message}</Message></Error></Errors>"
+            "<RequestID>11111111-2222-3333-4444-555555555555</RequestID></Response>")
+
+
+def query_error(code: str, message: str) -> str:
+    """An RDS/STS error body (the generic query-protocol XML shape)."""
+    return (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error>"
+            "<RequestId>11111111-2222-3333-4444-555555555555</RequestId></ErrorResponse>")
+
+
+EMPTY_DESCRIBE_INSTANCES = (
+    '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+    "<requestId>1</requestId><reservationSet/></DescribeInstancesResponse>")
+EMPTY_DESCRIBE_DB_INSTANCES = (
+    "<DescribeDBInstancesResponse><DescribeDBInstancesResult><DBInstances/>"
+    "</DescribeDBInstancesResult></DescribeDBInstancesResponse>")
+EMPTY_DESCRIBE_DB_CLUSTERS = (
+    "<DescribeDBClustersResponse><DescribeDBClustersResult><DBClusters/>"
+    "</DescribeDBClustersResult></DescribeDBClustersResponse>")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (read timeout) is part of the tests, not a failure."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: str
+    delay: float = 0.0
+    """Seconds to wait before answering (for timeouts and concurrency)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    params: dict[str, list[str]]
+    headers: dict[str, str]
+
+    @property
+    def region(self) -> str:
+        """From the SigV4 credential scope: Credential=<key>/<date>/<region>/<service>/..."""
+        scope = self.headers.get("Authorization", "").partition("Credential=")[2]
+        parts = scope.split("/")
+        return parts[2] if len(parts) > 2 else ""
+
+
+@dataclass
+class AwsDouble:
+    """Answers each AWS query-protocol request by its Action; records every request.
+
+    `echo_headers` puts the request's credential headers into error messages, as a careless
+    service might: the providers must still never show credentials.
+    """
+
+    replies: dict[str, Reply]
+    in_region: dict[str, dict[str, Reply]] = field(default_factory=dict)
+    """Replies for one region (read from the request signature), before `replies`."""
+    echo_headers: bool = False
+    requests: list[Request] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def actions(self) -> list[str]:
+        return [r.action for r in self.requests]
+
+    def start(self) -> AwsDouble:
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _answer(self, request: Request) -> Reply:
+        self.requests.append(request)
+        replies = {**self.replies, **self.in_region.get(request.region, {})}
+        reply = replies.get(request.action, Reply(400, query_error(
+            "InvalidAction", f"the double has no answer for {request.action}")))
+        if self.echo_headers and reply.status >= 400:
+            echoed = escape(" ".join(f"{k}={v}" for k, v in request.headers.items()
+                                     if k in ("Authorization", "X-Amz-Security-Token")))
+            reply = Reply(reply.status, reply.body.replace("</Message>", f" {echoed}</Message>"),
+                          reply.delay)
+        return reply
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                super().setup()
+                # Without it every keep-alive answer waits for the peer's delayed ACK.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                params = parse_qs(self.rfile.read(length).decode())
+                reply = double._answer(Request(params.get("Action", [""])[0], params,
+                                               dict(self.headers.items())))
+                time.sleep(reply.delay)
+                body = reply.body.encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: pytest shows failures, not every request."""
+
+        return Handler
