@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import socket
-import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -27,6 +26,7 @@ from botocore.loaders import Loader, create_loader
 from botocore.session import Session as BotocoreSession
 
 from syncer.plugin import Provider, ProviderOptions, SourceContext
+from tests.loopback_http import LoopbackHTTPServer
 
 # AWS's documented example key: it looks real to botocore and to a leak check.
 FAKE_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -123,13 +123,6 @@ EMPTY_DESCRIBE_DB_CLUSTERS = (
     "</DescribeDBClustersResult></DescribeDBClustersResponse>")
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (read timeout) is part of the tests, not a failure."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -165,7 +158,7 @@ class AwsDouble:
     """Replies for one region (read from the request signature), before `replies`."""
     echo_headers: bool = False
     requests: list[Request] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
+    _server: LoopbackHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -176,7 +169,7 @@ class AwsDouble:
         return [r.action for r in self.requests]
 
     def start(self) -> AwsDouble:
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server = LoopbackHTTPServer(0, self._handler())
         self._server.daemon_threads = True
         # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
@@ -204,11 +197,6 @@ class AwsDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def setup(self) -> None:
-                super().setup()
-                # Without it every keep-alive answer waits for the peer's delayed ACK.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 params = parse_qs(self.rfile.read(length).decode())

@@ -20,18 +20,18 @@ Faults: `fail(status, body)`, `hang()` (accepts, reads the request, never answer
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import re
-import socket
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
+
+from tests.loopback_http import LoopbackHTTPServer
 
 Status = Literal["passing", "warning", "critical"]
 TOKEN_HEADER = "X-Consul-Token"
@@ -186,7 +186,7 @@ class ConsulDouble:
 
     def start(self) -> ConsulDouble:
         """Listen on 127.0.0.1; a restarted double takes its old port again."""
-        server = _Server(("127.0.0.1", self._port), _Handler)
+        server = _Server(self._port, _Handler)
         self._port = int(server.server_address[1])
         server.double = self
         if self._ssl_context is not None:
@@ -206,7 +206,7 @@ class ConsulDouble:
         self._stopping.set()
         server.shutdown()
         # Cut idle keep-alive connections first: server_close() joins their threads.
-        server.cut_connections()
+        server.close_connections()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -462,33 +462,8 @@ def _text(status: int, body: str) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "text/plain; charset=utf-8"}, body.encode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackHTTPServer):
     double: ConsulDouble
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        # Without it every keep-alive request waits ~40 ms (Nagle meets delayed ACK).
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.connections_lock:
-            self.connections.add(conn)
-        return conn, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def cut_connections(self) -> None:
-        with self.connections_lock:
-            for conn in self.connections:
-                with contextlib.suppress(OSError):  # already gone
-                    conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

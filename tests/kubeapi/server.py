@@ -6,17 +6,15 @@ ACK and every keep-alive request stalls ~40 ms."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,8 +25,8 @@ from tests.kubeapi.api import Api, Request, Response
 from tests.kubeapi.faults import FaultInjector
 from tests.kubeapi.resources import by_kind
 from tests.kubeapi.store import Store
+from tests.loopback_http import HOST, LoopbackHTTPServer
 
-HOST = "127.0.0.1"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DROPPED = 0  # the status recorded for a request whose connection was dropped
 
@@ -41,40 +39,10 @@ class RecordedRequest:
     status: int
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _HttpServer(LoopbackHTTPServer):
     def __init__(self, owner: KubeApiServer, port: int) -> None:
         self.owner = owner
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__((HOST, port), _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._connections_lock:
-            self._connections.add(sock)
-        return sock, address
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # a client that went away mid-request is not a server bug
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """End idle keep-alive connections, whose threads would otherwise outlive stop()."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for sock in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        super().__init__(port, _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
