@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def main() -> int:
         tmp = Path(tmp_dir)
         inv = inventory(args.services, args.addresses)
         (tmp / "inventory.yaml").write_text(yaml.safe_dump(inv))
+        (tmp / "inventory.json").write_text(json.dumps(inv))
+        (tmp / "config-json.yaml").write_text(
+            "owner: bench\nnamespace: bench\nsources:\n"
+            "  - {name: inv, provider: static, path: inventory.json}\n")
         config = tmp / "config.yaml"
         config.write_text("owner: bench\nnamespace: bench\nsources:\n"
                           "  - {name: inv, provider: static, path: inventory.yaml}\n")
@@ -88,6 +93,8 @@ def main() -> int:
 def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path) -> int:
     run = ["run", "-c", str(config), "--kubeconfig", str(kubeconfig)]
     validate = statistics.median(cli("validate", "-c", str(config)) for _ in range(3))
+    validate_json = statistics.median(
+        cli("validate", "-c", str(tmp / "config-json.yaml")) for _ in range(3))
     first = cli(*run)
     noop = statistics.median(cli(*run) for _ in range(args.repeat))
     data = yaml.safe_load((tmp / "inventory.yaml").read_text())
@@ -103,6 +110,7 @@ def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path) 
           f"{n * 3} objects\n")
     print("whole process (wall, median)        seconds   x validate")
     for label, seconds in (("validate (start-up + inventory)", validate),
+                           ("validate, the inventory as JSON", validate_json),
                            ("first run (creates everything)", first),
                            ("no-op run", noop), ("one address removed", change)):
         print(f"  {label:34} {seconds:7.2f}   {seconds / validate:6.1f}x")
