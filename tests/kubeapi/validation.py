@@ -209,13 +209,7 @@ def _validate_endpoints(obj: dict[str, Any]) -> Errors:
 def _validate_endpoint_address(address: dict[str, Any], path: str) -> Errors:
     ip = shape.string(address, "ip", f"{path}.ip")
     errs = _check(f"{path}.ip", ip, formats.ip_address(ip))
-    hostname = shape.string(address, "hostname", f"{path}.hostname")
-    if hostname:
-        errs += _check(f"{path}.hostname", hostname, formats.dns1123_label(hostname))
-    node = shape.string(address, "nodeName", f"{path}.nodeName")
-    if node:
-        errs += _check(f"{path}.nodeName", node, formats.dns1123_subdomain(node))
-    return errs
+    return errs + _validate_host_fields(address, path)
 
 
 def _validate_endpoint_slice(obj: dict[str, Any]) -> Errors:
@@ -268,10 +262,16 @@ def _validate_slice_endpoint(endpoint: dict[str, Any], path: str, address_type: 
     conditions = shape.obj(endpoint, "conditions", f"{path}.conditions")
     for cond in ("ready", "serving", "terminating"):
         shape.boolean(conditions, cond, f"{path}.conditions.{cond}")
-    hostname = shape.string(endpoint, "hostname", f"{path}.hostname")
+    return errs + _validate_host_fields(endpoint, path)
+
+
+def _validate_host_fields(obj: dict[str, Any], path: str) -> Errors:
+    """hostname and nodeName, as Endpoints addresses and EndpointSlice endpoints carry them."""
+    errs: Errors = []
+    hostname = shape.string(obj, "hostname", f"{path}.hostname")
     if hostname:
         errs += _check(f"{path}.hostname", hostname, formats.dns1123_label(hostname))
-    node = shape.string(endpoint, "nodeName", f"{path}.nodeName")
+    node = shape.string(obj, "nodeName", f"{path}.nodeName")
     if node:
         errs += _check(f"{path}.nodeName", node, formats.dns1123_subdomain(node))
     return errs
