@@ -30,7 +30,6 @@ from providers.aws_session import (
 )
 from syncer.plugin import (
     Backend,
-    PermanentSourceError,
     Provider,
     ServicePort,
     ServiceSpec,
@@ -233,10 +232,11 @@ class RdsProvider(Provider[RdsOptions]):
             if self.options.mode == "resolve" and self.options.port is not None:
                 return ServiceSpec(name=name, namespace=self.options.namespace,
                                    ports=(ServicePort(name="", port=self.options.port),))
-            raise PermanentSourceError(
-                f"source '{self.context.source}': service {name!r} matched no DB instance or "
-                f"cluster" + ("; set `port` to publish it empty" if self.options.mode ==
-                              "resolve" else ""))
+            self.context.skip(name, f"service {name!r} matched no DB instance or cluster"
+                              + ("; set `port` to publish it empty"
+                                 if self.options.mode == "resolve" else ""),
+                              self.options.namespace)
+            return None
         if self.options.mode == "externalname":
             return self._external_name(name, dbs)
         port = self.options.port or min(db.port for db in dbs)
@@ -248,11 +248,12 @@ class RdsProvider(Provider[RdsOptions]):
             annotations={HOSTNAME_ANNOTATION: ",".join(sorted({db.endpoint for db in dbs}))},
         )
 
-    def _external_name(self, name: str, dbs: Sequence[Database]) -> ServiceSpec:
+    def _external_name(self, name: str, dbs: Sequence[Database]) -> ServiceSpec | None:
         if len(dbs) > 1:
-            raise PermanentSourceError(
-                f"source '{self.context.source}': mode externalname needs one database per "
-                f"Service, but {name!r} matched " + ", ".join(db.describe() for db in dbs))
+            self.context.skip(name, "mode externalname needs one database per Service, but "
+                              f"{name!r} matched " + ", ".join(db.describe() for db in dbs),
+                              self.options.namespace)
+            return None
         db = dbs[0]
         return ServiceSpec(name=name, namespace=self.options.namespace, type="ExternalName",
                            external_name=db.endpoint, ports=(ServicePort(name="", port=db.port),))

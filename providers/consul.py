@@ -630,15 +630,15 @@ class ConsulProvider(Provider[ConsulOptions]):
         by_name: dict[str, list[str]] = defaultdict(list)
         for consul_name, name in mapped.items():
             by_name[name].append(consul_name)
-        clashes = {name: sorted(c) for name, c in by_name.items() if len(c) > 1}
-        if clashes:
-            # Skipping both would let the core prune a Service that exists: fail instead,
-            # so the cluster is left exactly as it is until `rename` settles it.
-            name, both = sorted(clashes.items())[0]
-            raise PermanentSourceError(
-                f"source {self.context.source!r}: consul services "
-                f"{' and '.join(map(repr, both))} both map to Service {name!r}; "
-                "tell them apart with `rename`")
+        for name, both in sorted(by_name.items()):
+            if len(both) > 1:
+                # Leaving them out would let the core prune a Service that exists: skip it,
+                # so it stays exactly as it is until `rename` tells them apart.
+                self.context.skip(name, f"consul services {' and '.join(map(repr, sorted(both)))}"
+                                  f" both map to Service {name!r}; tell them apart with "
+                                  "`rename`", opts.namespace)
+                for consul_name in both:
+                    del mapped[consul_name]
         return mapped
 
     # -- fetching
@@ -683,6 +683,9 @@ class ConsulProvider(Provider[ConsulOptions]):
                         consul_name)
             return None
         port = self._service_port(consul_name, fetched.published or fetched.known)
+        if port is None:
+            self.context.skip(name, self._port_problem(consul_name, fetched), opts.namespace)
+            return None
         backends = self._backends(consul_name, fetched.published)
         annotations = {ANNOTATION_SERVICE: consul_name}
         datacenter = opts.datacenter or next(
@@ -696,20 +699,21 @@ class ConsulProvider(Provider[ConsulOptions]):
             ports=(ServicePort(name=opts.port_name, port=port, protocol=opts.protocol),),
             backends=tuple(backends), annotations=annotations)
 
-    def _service_port(self, consul_name: str, instances: Sequence[Instance]) -> int:
+    def _service_port(self, consul_name: str, instances: Sequence[Instance]) -> int | None:
+        """The Service port: `port`, else the one port every instance agrees on."""
         if self.options.port is not None:
             return self.options.port
         ports = sorted({p for i in instances for _, p in i.endpoints if p})
-        if len(ports) == 1:
-            return ports[0]
-        # Either way the Service cannot be built; skipping it would let the core prune it.
-        where = f"source {self.context.source!r}: consul service {consul_name!r}"
+        return ports[0] if len(ports) == 1 else None
+
+    def _port_problem(self, consul_name: str, fetched: Fetched) -> str:
+        where = f"consul service {consul_name!r}"
+        ports = sorted({p for i in fetched.published or fetched.known for _, p in i.endpoints
+                        if p})
         if ports:
-            raise PermanentSourceError(
-                f"{where}: instances listen on ports {', '.join(map(str, ports))}; set `port` "
-                "to choose the Service port (each endpoint keeps its own port)")
-        raise PermanentSourceError(
-            f"{where}: no instance tells the port and `port` is not set; set `port`")
+            return (f"{where}: instances listen on ports {', '.join(map(str, ports))}; set "
+                    "`port` to choose the Service port (each endpoint keeps its own port)")
+        return f"{where}: no instance tells the port and `port` is not set; set `port`"
 
     def _backends(self, consul_name: str, instances: Sequence[Instance]) -> list[Backend]:
         seen: dict[tuple[str, int], Backend] = {}

@@ -64,11 +64,23 @@ class SourceContext:
     """The source's path in the configuration, e.g. `sources[1]`."""
     config_dir: Path = field(default_factory=Path.cwd)
     """Relative paths in options resolve against this folder."""
+    skipped: list[tuple[str | None, str, str]] = field(default_factory=list, compare=False,
+                                                       repr=False)
+    """(namespace, name, reason) of the Services `skip` was called for, this run."""
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         return logging.LoggerAdapter(logging.getLogger("endpoints_sync.provider"),
                                      {"source": self.source})
+
+    def skip(self, name: str, reason: str, namespace: str | None = None) -> None:
+        """This one Service cannot be built this run: leave it in the cluster exactly as it is.
+
+        Use it instead of leaving the Service out (which would prune it) or failing the whole
+        source (which would freeze its other Services). The run warns with `reason`, counts
+        the Service as skipped and exits 1; the source's other Services are synced.
+        """
+        self.skipped.append((namespace, name, reason))
 
     def config_error(self, option: str, message: str, file: str | None = None) -> ConfigError:
         """An error about one of this source's options (or about a file an option names)."""

@@ -58,10 +58,12 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
     def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception]:
         try:
             specs = source.provider.discover()
+            held = _skipped_by_provider(source, config.namespace)
+            specs = [s for s in specs if (s.namespace or config.namespace, s.name) not in held]
             normal, skipped = normalise_source(
                 source.name, specs, default_namespace=config.namespace,
                 scope=config.namespaces, deny=config.deny_cidrs, resolver=resolver)
-            desired.skipped.update(skipped)
+            desired.skipped.update(skipped | held)
             return source.name, normal
         except ConfigError:
             raise
@@ -88,6 +90,17 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
             per_source[name] = outcome
     merge_sources(per_source, desired)
     return desired
+
+
+def _skipped_by_provider(source: Source, default_namespace: str) -> set[tuple[str, str]]:
+    held = set()
+    for namespace, name, reason in source.provider.context.skipped:
+        ns = namespace or default_namespace
+        log.warning("source %r: Service %s/%s left as it is: %s", source.name, ns, name,
+                    reason.removeprefix(f"source {source.name!r}: "),
+                    extra={"source": source.name})
+        held.add((ns, name))
+    return held
 
 
 def render_settings(config: Config) -> RenderSettings:

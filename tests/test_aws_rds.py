@@ -256,8 +256,11 @@ def test_externalname_mode_refuses_two_databases_for_one_service(rds: RDSClient)
     create_instance(rds, "a")
     create_instance(rds, "b")
 
-    with pytest.raises(PermanentSourceError, match=r"'db'.* 'shared' matched DB instance a"):
-        discover({"mode": "externalname", "service": "shared"})
+    source = build(RdsProvider, {"regions": ["us-east-1"], "mode": "externalname",
+                                 "service": "shared"})
+    assert source.discover() == []
+    ((_, name, reason),) = source.context.skipped
+    assert name == "shared" and "'shared' matched DB instance a" in reason
 
 
 # --- Service names -----------------------------------------------------------------------
@@ -292,8 +295,10 @@ def test_a_named_service_that_matches_nothing(rds: RDSClient) -> None:
     create_instance(rds, "billing", tags={"env": "dev"})
     selection = {"service": "billing", "tags": {"env": "prod"}}
 
-    with pytest.raises(PermanentSourceError, match="matched no DB instance or cluster"):
-        discover(selection)
+    source = build(RdsProvider, {"regions": ["us-east-1"], **selection})
+    assert source.discover() == []
+    ((_, name, reason),) = source.context.skipped
+    assert name == "billing" and "matched no DB instance or cluster" in reason
     empty = only(discover({**selection, "port": 5432}))
 
     assert (empty.name, empty.backends, empty.ports) == (

@@ -122,7 +122,7 @@ def test_unhealthy_instances_are_published_not_ready_without_passing_only(
     assert svc is not None and svc["spec"]["ports"][0]["port"] == 8443
 
 
-def test_catalog_mode_and_a_name_collision_leave_the_cluster_alone(
+def test_catalog_mode_and_a_name_collision_leave_that_service_alone(
         consul: ConsulDouble, kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, consul, "name_prefix: dc1-")
 
@@ -130,8 +130,8 @@ def test_catalog_mode_and_a_name_collision_leave_the_cluster_alone(
     names = sorted(s["metadata"]["name"] for s in kube.list_objects("Service", "external"))
     assert names == ["dc1-ledger", "dc1-payments"]
 
-    # A new Consul service that maps onto an existing name fails the source: nothing is
-    # pruned, where skipping both services would have deleted dc1-payments.
+    # A new Consul service that maps onto an existing name: that Service is skipped and left
+    # exactly as it is (leaving both out would have deleted dc1-payments); exit 1.
     consul.register("dc1_payments", "node-21", port=8443)
     before = snapshot(kube)
     kube.reset_requests()
@@ -139,7 +139,14 @@ def test_catalog_mode_and_a_name_collision_leave_the_cluster_alone(
                           "name_prefix: dc1-, rename: {dc1_payments: dc1-payments}")
     err = exit_code(run_sync(broken, kubeconfig), 1)
     assert "'dc1_payments' and 'payments' both map to Service 'dc1-payments'" in err
+    assert "left as it is" in err
     assert kube.write_requests() == [] and snapshot(kube) == before
+    # The source's other Services are still synced meanwhile.
+    consul.register("ledger", "node-22", port=5432, address="198.51.100.22")
+    exit_code(run_sync(broken, kubeconfig), 1)
+    assert set(slice_addresses(kube, "dc1-ledger")) == {"198.51.100.21", "198.51.100.22"}
+    payments = [o for o in before if o["metadata"]["name"].startswith("dc1-payments")]
+    assert all(o in snapshot(kube) for o in payments)
 
     # validate reads the options and the token file but contacts nothing.
     consul.stop()

@@ -251,8 +251,10 @@ def test_catalog_mode_keeps_a_service_whose_instances_all_fail(consul: ConsulDou
 
 def test_a_listed_service_without_instances_needs_a_port(consul: ConsulDouble,
                                                          tmp_path: Path) -> None:
-    with pytest.raises(PermanentSourceError, match=r"payments.*'ghost'.*set `port`"):
-        discover(consul, tmp_path, services=["ghost"])
+    source = provider(consul, tmp_path, services=["ghost"])
+    assert source.discover() == []
+    ((_, name, reason),) = source.context.skipped
+    assert name == "ghost" and "set `port`" in reason
 
     specs = discover(consul, tmp_path, services=["ghost"], port=80)
     assert specs["ghost"].backends == () and specs["ghost"].ports[0].port == 80
@@ -369,14 +371,19 @@ def test_a_renamed_catalog_name_is_synced(consul: ConsulDouble, tmp_path: Path) 
     assert sorted(specs) == ["api", "billing-api", "web"]
 
 
-def test_two_catalog_services_on_one_name_fail_the_source(consul: ConsulDouble,
-                                                          tmp_path: Path) -> None:
+def test_two_catalog_services_on_one_name_skip_that_service(consul: ConsulDouble,
+                                                            tmp_path: Path) -> None:
     consul.register("orders", "node-a", port=7000)
 
-    with pytest.raises(PermanentSourceError,
-                       match=r"payments.*'api' and 'orders' both map to Service 'orders'"):
-        discover(consul, tmp_path, rename={"api": "orders"})
-    assert not any(p.startswith("/v1/health") for p in consul.paths())
+    source = provider(consul, tmp_path, rename={"api": "orders"})
+    specs = {s.name: s for s in source.discover()}
+
+    assert sorted(specs) == ["web"]
+    ((namespace, name, reason),) = source.context.skipped
+    assert (namespace, name) == (None, "orders")
+    assert "'api' and 'orders' both map to Service 'orders'" in reason
+    assert not any("/v1/health/service/orders" in p or "/v1/health/service/api" in p
+                   for p in consul.paths())
 
 
 def test_explicit_names_are_checked_when_the_options_load() -> None:
@@ -396,9 +403,10 @@ def test_instances_on_different_ports_need_a_service_port(consul: ConsulDouble,
                                                           tmp_path: Path) -> None:
     consul.register("web", "node-a", port=8081, address="198.51.100.11")
 
-    with pytest.raises(PermanentSourceError,
-                       match=r"payments.*'web'.*ports 8080, 8081; set `port`"):
-        discover(consul, tmp_path, services=["web"])
+    source = provider(consul, tmp_path, services=["web"])
+    assert source.discover() == []
+    ((_, name, reason),) = source.context.skipped
+    assert name == "web" and "'web'" in reason and "ports 8080, 8081; set `port`" in reason
 
     web = discover(consul, tmp_path, services=["web"], port=80, port_name="http")["web"]
     assert [(p.name, p.port) for p in web.ports] == [("http", 80)]
