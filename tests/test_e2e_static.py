@@ -407,3 +407,13 @@ def test_adopt_takes_over_a_hand_kept_endpoints(kube: KubeApiServer, kubeconfig:
     assert len(endpoints_pairs(kube, "ocs-external-rgw-lb")) == 12
     svc = kube.get_object("Service", "storage", "ocs-external-rgw-lb")
     assert svc is not None and OWNED.items() <= svc["metadata"]["labels"].items()
+
+
+def test_json_logs_are_one_object_per_line(kube: KubeApiServer, kubeconfig: Path,
+                                           tmp_path: Path) -> None:
+    config = write(tmp_path, [rgw_service()])
+    err = ok(run_sync(config, kubeconfig, "--log-format", "json"))
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert all({"time", "level", "msg"} <= line.keys() for line in lines)
+    assert lines[-1]["msg"].startswith("summary created=4 ")
+    assert any(line.get("source") == "rgw" for line in lines)
