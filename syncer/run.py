@@ -55,7 +55,9 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
                                            for k, v in config.hosts.items()})
     desired = Desired()
 
-    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception]:
+    Kept = set[tuple[str, str]]
+
+    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception, Kept]:
         try:
             specs = source.provider.discover()
             held = _skipped_by_provider(source, config.namespace)
@@ -63,20 +65,20 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
             normal, skipped = normalise_source(
                 source.name, specs, default_namespace=config.namespace,
                 scope=config.namespaces, deny=config.deny_cidrs, resolver=resolver)
-            desired.skipped.update(skipped | held)
-            return source.name, normal
+            return source.name, normal, skipped | held
         except ConfigError:
             raise
         except SourceError as e:
-            return source.name, e
+            return source.name, e, set()
         except Exception as e:  # a third-party provider's bug must not stop the others
             log.debug("source %r raised", source.name, exc_info=True)
-            return source.name, e
+            return source.name, e, set()
 
     with ThreadPoolExecutor(max_workers=min(8, len(loaded.sources))) as pool:
         results = list(pool.map(one, loaded.sources))
     per_source: dict[str, list[ServiceSpec]] = {}
-    for name, outcome in results:
+    for name, outcome, kept in results:
+        desired.skipped.update(kept)
         if isinstance(outcome, Exception):
             kind = "" if isinstance(outcome, SourceError) else f"{type(outcome).__name__}: "
             # Providers name their source in their messages; say it once.
