@@ -79,7 +79,17 @@ def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
     """Make one change; returns what was done in the end (None: nothing was needed)."""
     kind, namespace, name = change.key
     if change.action == "delete":
-        return "delete" if kube.delete(kind, namespace, name) else None
+        # Delete exactly what the plan saw as ours: if someone changed it since (took it over,
+        # say), the server answers 409 and it is reported and left alone.
+        version = (change.current or {}).get("metadata", {}).get("resourceVersion")
+        try:
+            return "delete" if kube.delete(kind, namespace, name, version) else None
+        except KubeError as e:
+            if e.status == 409:
+                raise KubeError(f"{kind} {namespace}/{name} changed since it was read; "
+                                "not deleted (the next run decides again)", 409,
+                                "Conflict") from None
+            raise
     assert change.body is not None
     body = change.body
     for _ in range(CONFLICT_RETRIES):

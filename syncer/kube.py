@@ -118,10 +118,14 @@ class Kube:
         return self._call(obj["kind"], "replace", namespace=md["namespace"], name=md["name"],
                           body=obj)
 
-    def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete; False when it was already gone."""
+    def delete(self, kind: str, namespace: str, name: str,
+               resource_version: str | None = None) -> bool:
+        """Delete; False when it was already gone. With `resource_version`, only that exact
+        version is deleted (409 if the object changed since it was read)."""
+        body = ({"preconditions": {"resourceVersion": resource_version}}
+                if resource_version else None)
         try:
-            self._call(kind, "delete", namespace=namespace, name=name)
+            self._call(kind, "delete", namespace=namespace, name=name, body=body)
         except KubeError as e:
             if e.status == 404:
                 return False

@@ -105,3 +105,24 @@ def test_list_reads_every_page(kube: KubeApiServer, kubeconfig: Path) -> None:
     assert sorted(s["metadata"]["name"] for s in services) == [f"s{i}" for i in range(7)]
     assert len(kube.requests) == 3
     assert all("limit=3" in r.query for r in kube.requests)
+
+
+def test_delete_only_removes_the_version_the_plan_saw(kube: KubeApiServer,
+                                                      kubeconfig: Path) -> None:
+    client = connect(str(kubeconfig))
+    rs = RenderSettings(owner=OWNER)
+    specs = [simple_spec(n, ["192.0.2.1"]) for n in ("a", "b", "c")]
+    apply_plan(make_plan([render(s, rs) for s in specs], [], PlanSettings(owner=OWNER)),
+               client, OWNER)
+    plan = make_plan([render(s, rs) for s in specs[:2]], current(client),
+                     PlanSettings(owner=OWNER))
+    # Between plan and apply someone takes the Service over (a new resourceVersion).
+    svc = kube.get_object("Service", "external", "c")
+    assert svc is not None
+    svc = copy.deepcopy(svc)
+    svc["metadata"]["labels"] = {"team": "db"}
+    kube.put_object(svc)
+    result = apply_plan(plan, client, OWNER)
+    assert result.deleted == 2
+    assert len(result.failed) == 1 and "changed since it was read" in result.failed[0]
+    assert kube.get_object("Service", "external", "c") is not None
