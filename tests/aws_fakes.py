@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -170,16 +169,12 @@ class AwsDouble:
 
     def start(self) -> AwsDouble:
         self._server = LoopbackHTTPServer(0, self._handler())
-        self._server.daemon_threads = True
-        # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
+        self._server.serve_in_thread("aws-double")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def _answer(self, request: Request) -> Reply:
         self.requests.append(request)

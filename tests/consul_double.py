@@ -177,7 +177,6 @@ class ConsulDouble:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._port = 0
-        self._thread: threading.Thread | None = None
         # Consul servers register themselves as the `consul` service.
         self.add_node("consul-server-1", "192.0.2.250")
         self.register("consul", "consul-server-1", port=8300, service_id="consul")
@@ -193,9 +192,7 @@ class ConsulDouble:
             server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        server.serve_in_thread("consul-double")
         return self
 
     def stop(self) -> None:
@@ -204,12 +201,7 @@ class ConsulDouble:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
-        # Cut idle keep-alive connections first: server_close() joins their threads.
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server.stop()
 
     def __enter__(self) -> ConsulDouble:
         return self.start()

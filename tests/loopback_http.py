@@ -28,7 +28,23 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     def __init__(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         super().__init__((HOST, port), handler)
+
+    def serve_in_thread(self, name: str = "loopback-http") -> None:
+        # A short poll keeps stop() quick: shutdown() waits for the loop's next poll.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, end idle keep-alive connections (server_close joins their threads),
+        close the port."""
+        self.shutdown()
+        self.close_connections()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()

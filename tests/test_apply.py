@@ -8,7 +8,7 @@ from pathlib import Path
 from syncer.apply import apply_plan
 from syncer.kube import Kube, connect
 from syncer.ownership import owner_selector
-from syncer.plan import PlanSettings, make_plan
+from syncer.plan import Plan, PlanSettings, make_plan
 from syncer.render import RenderSettings, render
 from tests.kubeapi import KubeApiServer
 from tests.specs import simple_spec
@@ -79,8 +79,8 @@ def test_create_race_with_a_foreign_object_is_reported_not_overwritten(
     assert fresh is not None and fresh["subsets"][0]["addresses"] == [{"ip": "198.51.100.1"}]
 
 
-def test_delete_of_an_object_already_gone_is_done(kube: KubeApiServer,
-                                                  kubeconfig: Path) -> None:
+def synced_then_c_dropped(kubeconfig: Path) -> tuple[Kube, Plan]:
+    """Services a, b, c in the cluster, and the plan that deletes c."""
     client = connect(str(kubeconfig))
     rs = RenderSettings(owner=OWNER)
     specs = [simple_spec(n, ["192.0.2.1"]) for n in ("a", "b", "c")]
@@ -88,6 +88,12 @@ def test_delete_of_an_object_already_gone_is_done(kube: KubeApiServer,
                client, OWNER)
     plan = make_plan([render(s, rs) for s in specs[:2]], current(client),
                      PlanSettings(owner=OWNER))
+    return client, plan
+
+
+def test_delete_of_an_object_already_gone_is_done(kube: KubeApiServer,
+                                                  kubeconfig: Path) -> None:
+    client, plan = synced_then_c_dropped(kubeconfig)
     assert client.delete("Endpoints", "external", "c")
     result = apply_plan(plan, client, OWNER)
     assert result.failed == [] and result.deleted == 2
@@ -109,13 +115,7 @@ def test_list_reads_every_page(kube: KubeApiServer, kubeconfig: Path) -> None:
 
 def test_delete_only_removes_the_version_the_plan_saw(kube: KubeApiServer,
                                                       kubeconfig: Path) -> None:
-    client = connect(str(kubeconfig))
-    rs = RenderSettings(owner=OWNER)
-    specs = [simple_spec(n, ["192.0.2.1"]) for n in ("a", "b", "c")]
-    apply_plan(make_plan([render(s, rs) for s in specs], [], PlanSettings(owner=OWNER)),
-               client, OWNER)
-    plan = make_plan([render(s, rs) for s in specs[:2]], current(client),
-                     PlanSettings(owner=OWNER))
+    client, plan = synced_then_c_dropped(kubeconfig)
     # Between plan and apply someone takes the Service over (a new resourceVersion).
     svc = kube.get_object("Service", "external", "c")
     assert svc is not None

@@ -143,7 +143,6 @@ class KubeApiServer:
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -151,23 +150,14 @@ class KubeApiServer:
         if self._httpd is not None:
             raise RuntimeError("server already started")
         self._httpd = _HttpServer(self, port)
-        self._thread = threading.Thread(
-            # A short poll keeps stop() quick: shutdown() waits for the next poll.
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-            name=f"kubeapi-{self.port}", daemon=True,
-        )
-        self._thread.start()
+        self._httpd.serve_in_thread(f"kubeapi-{self.port}")
         return self
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        httpd.stop()
 
     def __enter__(self) -> KubeApiServer:
         return self.start() if self._httpd is None else self
