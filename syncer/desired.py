@@ -9,7 +9,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from syncer.errors import SourceError
 from syncer.model import Backend, ServiceSpec
 from syncer.names import canonical_ip, is_port_name, is_service_name
 from syncer.resolve import Resolver, resolve_names
@@ -138,5 +137,3 @@ def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) ->
         if source not in clashes:
             desired.specs.extend(specs)
 
-
-__all__ = ["Desired", "SourceError", "merge_sources", "normalise_source", "refused_reason"]
