@@ -158,7 +158,8 @@ class StaticProvider(Provider[StaticOptions]):
         specs: list[ServiceSpec] = []
         seen: dict[tuple[str | None, str], int] = {}
         for i, entry in enumerate(inventory.services):
-            key = (entry.namespace, entry.name)
+            # The same Service with and without the default namespace spelled out is one.
+            key = (entry.namespace or self.context.default_namespace, entry.name)
             if key in seen:
                 raise ConfigError(shown, f"services[{i}].name",
                                   f"service {entry.name!r} is listed twice "

@@ -131,7 +131,7 @@ def _once(args: argparse.Namespace) -> int:
 
     outcome = sync(loaded, kube, apply=apply, force=args.force)
     if not apply:
-        sys.stdout.write(plan_text(outcome.plan))
+        sys.stdout.write(plan_text(outcome.plan, outcome.desired))
     log.info("%s", outcome.summary())
     return outcome.exit_code
 

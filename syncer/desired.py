@@ -135,5 +135,22 @@ def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) ->
         desired.failed_sources[source] = "another source wants the same Service"
     for source, specs in per_source.items():
         if source not in clashes:
-            desired.specs.extend(specs)
+            desired.specs.extend(_without_duplicates(source, specs, desired.skipped))
+
+
+def _without_duplicates(source: str, specs: list[ServiceSpec],
+                        skipped: set[tuple[str, str]]) -> list[ServiceSpec]:
+    """One source listing a Service twice (often once with the default namespace spelled out
+    and once without) contradicts itself: the Service is left as it is, or it would flip
+    between the two versions on every run."""
+    count: dict[tuple[str, str], int] = {}
+    for s in specs:
+        key = (s.namespace or "", s.name)
+        count[key] = count.get(key, 0) + 1
+    twice = {k for k, n in count.items() if n > 1}
+    for namespace, name in sorted(twice):
+        log.warning("source %r lists Service %s/%s %d times: left as it is", source, namespace,
+                    name, count[(namespace, name)], extra={"source": source})
+    skipped.update(twice)
+    return [s for s in specs if (s.namespace or "", s.name) not in twice]
 

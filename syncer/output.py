@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import yaml
 
+from syncer.desired import Desired
 from syncer.ownership import JSON
 from syncer.plan import Change, Plan
 from syncer.render import RenderedService
@@ -72,7 +73,9 @@ def _describe(change: Change) -> list[str]:
     return lines
 
 
-def plan_text(plan: Plan) -> str:
+def plan_text(plan: Plan, desired: Desired | None = None) -> str:
+    """The plan as people read it. Failed sources and Services left as they are are named:
+    "No changes" is said only when every source answered and everything was compared."""
     lines: list[str] = []
     for change in plan.changes:
         lines.extend(_describe(change))
@@ -85,6 +88,15 @@ def plan_text(plan: Plan) -> str:
     for conflict in plan.conflicts:
         lines.append(f"! conflict {conflict.key[0]} {conflict.key[1]}/{conflict.key[2]}: "
                      f"{conflict.reason}; Service {'/'.join(conflict.service)} left alone")
+    failed = desired.failed_sources if desired else {}
+    for source, why in sorted(failed.items()):
+        lines.append(f"! source {source} failed: {why}; its Services were not compared and "
+                     "are left as they are")
+    for namespace, name in sorted(desired.skipped if desired else ()):
+        lines.append(f"! Service {namespace}/{name} left as it is: its source could not build "
+                     "it (see the log)")
     if not lines:
         lines.append("No changes: the cluster matches the sources.")
+    elif not plan.changes and not plan.held and not plan.conflicts:
+        lines.append("No changes to the Services that could be compared.")
     return "\n".join(lines) + "\n"

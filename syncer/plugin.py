@@ -64,6 +64,8 @@ class SourceContext:
     """The source's path in the configuration, e.g. `sources[1]`."""
     config_dir: Path = field(default_factory=Path.cwd)
     """Relative paths in options resolve against this folder."""
+    default_namespace: str = "default"
+    """The namespace of a Service that names none (`ServiceSpec.namespace=None`)."""
     skipped: list[tuple[str | None, str, str]] = field(default_factory=list, compare=False,
                                                        repr=False)
     """(namespace, name, reason) of the Services `skip` was called for, this run."""

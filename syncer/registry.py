@@ -55,6 +55,6 @@ def build_sources(config: Config, config_file: str) -> list[Source]:
         except ValidationError as e:
             raise config_error_from(config_file, e, prefix=where) from None
         context = SourceContext(source=sc.name, config_file=config_file, field_path=where,
-                                config_dir=config_dir)
+                                config_dir=config_dir, default_namespace=config.namespace)
         sources.append(Source(sc, cls(options, context)))
     return sources
