@@ -63,7 +63,7 @@ def test_static_service_listed_with_and_without_default_namespace_is_a_config_er
         assert result.returncode == 2, result.stderr
         assert "inventory.yaml: services[1].name:" in result.stderr
         assert "listed twice" in result.stderr
-    assert kube.requests() == []
+    assert kube.requests == []
 
 
 def test_a_provider_listing_a_service_twice_leaves_it_as_it_is() -> None:
