@@ -24,8 +24,16 @@ from providers.aws_session import (
     TagValues,
     tag_map,
     tag_values,
+    warn,
 )
-from syncer.plugin import Backend, Provider, ServicePort, ServiceSpec, is_service_name
+from syncer.plugin import (
+    Backend,
+    Provider,
+    ServicePort,
+    ServiceSpec,
+    canonical_ip,
+    is_service_name,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -63,7 +71,7 @@ class Ec2Options(AwsOptions):
     port: Port | None = None
     ports: Annotated[dict[PortName, Port], Field(min_length=1)] | None = None
     port_tag: TagKey | None = None
-    page_size: Annotated[int, Field(ge=5, le=1000)] = 1000
+    page_size: Annotated[int, Field(ge=5, le=1000, strict=True)] = 1000
     """Instances per DescribeInstances page (the API's limits)."""
 
     @model_validator(mode="after")
@@ -200,27 +208,34 @@ class Ec2Provider(Provider[Ec2Options]):
 
     def _service(self, name: str, instances: Sequence[Instance]) -> ServiceSpec | None:
         if not is_service_name(name):
-            self.context.log.warning(
-                "tag %r value %r is not a valid Service name (RFC 1035 label); skipped %s",
-                self.options.service_tag, name, ", ".join(i.describe() for i in instances))
+            warn(self.context,
+                 "tag %r value %r is not a valid Service name (RFC 1035 label); skipped %s",
+                 self.options.service_tag, name, ", ".join(i.describe() for i in instances))
             return None
-        backends = self._unique(b for i in instances if (b := self._backend(i)) is not None)
+        backends = self._unique(b for i in instances
+                                if (b := self._backend(name, i)) is not None)
         return ServiceSpec(name=name, namespace=self.options.namespace,
                            ports=self._service_ports(), backends=backends)
 
-    def _backend(self, instance: Instance) -> Backend | None:
+    def _backend(self, service: str, instance: Instance) -> Backend | None:
+        """The instance's backend; None (with a warning) when its data is unusable: one
+        malformed instance must not fail the source."""
         address = instance_address(instance.data, self.options.address)
         if address is None:
-            self.context.log.warning("%s has no %s address on its primary network interface; "
-                                     "skipped", instance.describe(), self.options.address)
+            warn(self.context, "Service %r: %s has no %s address on its primary network "
+                 "interface; skipped", service, instance.describe(), self.options.address)
+            return None
+        if canonical_ip(address) is None:
+            warn(self.context, "Service %r: %s: %s address %r is not an IP address; skipped",
+                 service, instance.describe(), self.options.address, address[:80])
             return None
         ports: dict[str, int] = {}
         if self.options.port_tag is not None:
             port = parse_port(instance.tags.get(self.options.port_tag))
             if port is None:
-                self.context.log.warning("%s: tag %r is missing or not a port number (%r); "
-                                         "skipped", instance.describe(), self.options.port_tag,
-                                         instance.tags.get(self.options.port_tag))
+                warn(self.context, "Service %r: %s: tag %r is missing or not a port number "
+                     "(%r); skipped", service, instance.describe(), self.options.port_tag,
+                     instance.tags.get(self.options.port_tag, "")[:80])
                 return None
             ports = {"": port}
         return Backend(
@@ -238,10 +253,9 @@ class Ec2Provider(Provider[Ec2Options]):
         for backend in backends:
             kept = by_address.setdefault(backend.address, backend)
             if kept is not backend:
-                self.context.log.warning("address %s of instance %s is also instance %s's; "
-                                         "kept only the latter", backend.address,
-                                         backend.meta.get("instance-id"),
-                                         kept.meta.get("instance-id"))
+                warn(self.context, "address %s of instance %s is also instance %s's; kept "
+                     "only the latter", backend.address, backend.meta.get("instance-id"),
+                     kept.meta.get("instance-id"))
         return tuple(sorted(by_address.values(), key=lambda b: b.address))
 
     def _service_ports(self) -> tuple[ServicePort, ...]:

@@ -27,12 +27,15 @@ from providers.aws_session import (
     TagValues,
     tag_map,
     tags_match,
+    warn,
 )
 from syncer.plugin import (
     Backend,
     Provider,
     ServicePort,
     ServiceSpec,
+    canonical_ip,
+    is_dns_name,
     is_service_name,
 )
 
@@ -61,7 +64,7 @@ class RdsOptions(AwsOptions):
     ready_statuses: Annotated[list[str], Field(min_length=1)] = Field(
         default_factory=lambda: ["available"])
     """Instance statuses published as ready; every other status is published not ready."""
-    page_size: Annotated[int, Field(ge=20, le=100)] = 100
+    page_size: Annotated[int, Field(ge=20, le=100, strict=True)] = 100
     """Records per Describe page (the API's limits)."""
 
     @model_validator(mode="after")
@@ -94,6 +97,15 @@ class Database:
 
     def describe(self) -> str:
         return f"{self.kind} {self.identifier} ({self.region})"
+
+
+def _endpoint_problem(address: str, port: int) -> str | None:
+    """What is wrong with an endpoint RDS returned, if anything."""
+    if canonical_ip(address) is None and not is_dns_name(address):
+        return f"address {address[:80]!r} is not a DNS name"
+    if not 1 <= port <= 65535:
+        return f"port {port} is not a port number (1-65535)"
+    return None
 
 
 class RdsProvider(Provider[RdsOptions]):
@@ -171,8 +183,13 @@ class RdsProvider(Provider[RdsOptions]):
         endpoint = data.get("ReaderEndpoint") if key == "ReaderEndpoint" else data.get("Endpoint")
         port = data.get("Port")
         if not endpoint or not port:
-            self.context.log.warning("DB cluster %s (%s) has no %s yet; skipped",
-                                     identifier, region, key)
+            warn(self.context, "DB cluster %s (%s) has no %s yet; skipped", identifier, region,
+                 key)
+            return None
+        problem = _endpoint_problem(endpoint, port)
+        if problem:
+            warn(self.context, "DB cluster %s (%s): %s %s; skipped", identifier, region, key,
+                 problem)
             return None
         backends: list[Backend] = []
         for member in data.get("DBClusterMembers", []):
@@ -182,8 +199,8 @@ class RdsProvider(Provider[RdsOptions]):
             member_id = member.get("DBInstanceIdentifier", "")
             if member_id not in instances:
                 # Created or deleted between the two Describe calls: next run sees it.
-                self.context.log.warning("DB cluster %s (%s): member %s not listed; skipped",
-                                         identifier, region, member_id)
+                warn(self.context, "DB cluster %s (%s): member %s not listed; skipped",
+                     identifier, region, member_id)
                 continue
             meta = {"db-instance": member_id, "db-cluster": identifier, "role": role}
             if (backend := self._backend(region, instances[member_id], meta)) is not None:
@@ -197,8 +214,14 @@ class RdsProvider(Provider[RdsOptions]):
         endpoint = data.get("Endpoint", {})
         status = data.get("DBInstanceStatus", "")
         if not endpoint.get("Address") or not endpoint.get("Port"):
-            self.context.log.warning("DB instance %s (%s) has no endpoint yet (status %s); "
-                                     "skipped", data.get("DBInstanceIdentifier"), region, status)
+            warn(self.context, "DB instance %s (%s) has no endpoint yet (status %s); skipped",
+                 data.get("DBInstanceIdentifier"), region, status)
+            return None
+        problem = _endpoint_problem(endpoint["Address"], endpoint["Port"])
+        if problem:
+            # One malformed instance must not fail the source: leave it out.
+            warn(self.context, "DB instance %s (%s): endpoint %s; skipped",
+                 data.get("DBInstanceIdentifier"), region, problem)
             return None
         return Backend(
             address=endpoint["Address"],
@@ -223,8 +246,8 @@ class RdsProvider(Provider[RdsOptions]):
 
     def _service(self, name: str, dbs: Sequence[Database]) -> ServiceSpec | None:
         if not is_service_name(name):
-            self.context.log.warning("%r is not a valid Service name (RFC 1035 label); skipped "
-                                     "%s", name, ", ".join(db.describe() for db in dbs))
+            warn(self.context, "%r is not a valid Service name (RFC 1035 label); skipped %s",
+                 name, ", ".join(db.describe() for db in dbs))
             return None
         if not dbs:
             # An empty Service needs a port, and an ExternalName a target: failing the source

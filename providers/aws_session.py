@@ -91,7 +91,7 @@ def _port_name(name: str) -> str:
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Namespace = Annotated[str, AfterValidator(_namespace)]
 PortName = Annotated[str, AfterValidator(_port_name)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 TagValues = str | Annotated[list[str], Field(min_length=1)]
 
@@ -114,10 +114,10 @@ class AwsOptions(ProviderOptions):
     """Send every request (STS included) here: LocalStack, moto, a VPC endpoint."""
     namespace: Namespace | None = None
     """Namespace of the Services; default: the configuration's namespace."""
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = DEFAULT_MAX_ATTEMPTS
+    max_attempts: Annotated[int, Field(ge=1, le=20, strict=True)] = DEFAULT_MAX_ATTEMPTS
     """Attempts per request (adaptive retry mode) before the source fails."""
-    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
-    read_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
+    connect_timeout: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0, le=300, strict=True)] = 20.0
 
     @field_validator("regions")
     @classmethod
@@ -138,6 +138,11 @@ class AwsOptions(ProviderOptions):
         if self.external_id is not None and self.role_arn is None:
             raise ValueError("external_id is only used with role_arn")
         return self
+
+
+def warn(context: SourceContext, message: str, *args: object) -> None:
+    """A warning about one item, naming the source in its text: text logs show only that."""
+    context.log.warning(f"source %r: {message}", context.source, *args)
 
 
 def tag_map(tags: Iterable[Mapping[str, object]] | None) -> dict[str, str]:
@@ -298,6 +303,7 @@ class AwsAccess:
         """Turn any boto3/botocore error raised inside into a SourceError naming the source,
         the region and the action. `from None`: the original may carry request details."""
         from botocore import exceptions as bx
+        from botocore.parsers import ResponseParserError
 
         call = AwsCall(self.context.source, region, action)
         try:
@@ -306,6 +312,10 @@ class AwsAccess:
             raise client_error(e, call) from None
         except bx.BotoCoreError as e:
             raise botocore_error(e, call, lambda: self.known_region(region)) from None
+        except ResponseParserError:
+            # Not a BotoCoreError; its message quotes the whole body, so it is not shown.
+            raise TransientSourceError(f"{call.prefix()}: AWS answered with a body that is "
+                                       "not a valid response (malformed XML)") from None
 
     def botocore_session(self) -> BotocoreSession:
         from botocore.session import Session

@@ -34,8 +34,10 @@ from syncer.plugin import (
     ServiceSpec,
     SourceError,
     TransientSourceError,
+    canonical_ip,
     import_optional,
     is_dns_label,
+    is_dns_name,
     is_port_name,
     is_service_name,
 )
@@ -109,12 +111,14 @@ class ConsulOptions(ProviderOptions):
     ca_file: Path | None = Field(default=None, description="CA bundle for https")
     cert_file: Path | None = Field(default=None, description="client certificate for https")
     key_file: Path | None = Field(default=None, description="client key (needs cert_file)")
-    verify: bool = Field(default=True, description="verify the server's TLS certificate")
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300,
+    verify: bool = Field(default=True, strict=True,
+                         description="verify the server's TLS certificate")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, strict=True,
                                    description="connect and read timeout of each request")
     consistency: Literal["default", "consistent", "stale"] = Field(
         default="stale", description="read consistency mode of every request")
-    concurrency: int = Field(default=8, ge=1, le=64, description="health requests in flight")
+    concurrency: int = Field(default=8, ge=1, le=64, strict=True,
+                             description="health requests in flight")
     name_prefix: str = Field(default="", description="prefix of every Service name")
     rename: dict[str, str] = Field(default_factory=dict, description="Consul name -> "
                                    "Service name (used as is, without name_prefix)")
@@ -127,12 +131,13 @@ class ConsulOptions(ProviderOptions):
                                "expression on health entries (Service.Meta.x, Node.Meta.x ...)")
     catalog_filter: str | None = Field(default=None, min_length=1, description="catalog mode: "
                                        "filter expression on the catalog (ServiceMeta.x ...)")
-    passing_only: bool = Field(default=True, description="publish only instances whose checks "
-                               "all pass; otherwise others are published as not ready")
+    passing_only: bool = Field(default=True, strict=True, description="publish only instances "
+                               "whose checks all pass; otherwise others are published as not "
+                               "ready")
     namespace: str | None = Field(default=None, description="target namespace (default: the "
                                   "configuration's)")
-    port: int | None = Field(default=None, ge=1, le=65535, description="Service port (default: "
-                             "the instances' port when they all agree)")
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True, description="Service "
+                             "port (default: the instances' port when they all agree)")
     port_name: str = Field(default="", description="name of the Service port ('' = unnamed)")
     protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="port protocol")
     address_source: AddressSource = Field(default="service", description="service | node | "
@@ -342,6 +347,26 @@ def pick_endpoints(node: Mapping[str, Any], service: Mapping[str, Any],
             or [(node_address, port)])
 
 
+def is_port_number(port: int) -> bool:
+    return 1 <= port <= 65535
+
+
+def _endpoint_problem(address: str, port: int) -> str | None:
+    """Why Consul's (address, port) for an instance cannot be published, if it cannot.
+
+    Consul accepts any text as an address: anything but an IP or a DNS name is malformed.
+    """
+    if not address:
+        return "it has no address"
+    if canonical_ip(address) is None and not is_dns_name(address):
+        return f"its address {address[:80]!r} is neither an IP address nor a DNS name"
+    if not port:
+        return "it has no port (set `port`)"
+    if not is_port_number(port):
+        return f"its port {port} is not a port number (1-65535)"
+    return None
+
+
 def worst_health(checks: Any) -> str:
     """The instance's health: its worst check (node checks included, as Consul counts them)."""
     worst = "passing"
@@ -509,6 +534,9 @@ class ConsulApi:
                 return TransientSourceError(f"{where}: rate limited: {detail}")
             return PermanentSourceError(f"{where}: request refused: {detail}")
         if isinstance(e, exc.ConsulException):
+            if detail.startswith("Failed to decode JSON"):
+                # A proxy's error page or a cut body; py-consul quotes all of it: do not.
+                return TransientSourceError(f"{where}: malformed answer, not JSON")
             if "No path to datacenter" in detail:
                 return PermanentSourceError(f"{where}: unknown datacenter "
                                             f"{self._options.datacenter!r}: {detail}")
@@ -524,7 +552,7 @@ class ConsulApi:
 
     def _unexpected(self, path: str, expected: str) -> TransientSourceError:
         return TransientSourceError(f"source {self._source!r}: Consul at {self._options.url} "
-                                    f"(GET {path}): expected {expected}")
+                                    f"(GET {path}): malformed answer, expected {expected}")
 
     def _scrub(self, text: str) -> str:
         # Belt and braces: no Consul error echoes a token, but a proxy's might.
@@ -703,13 +731,13 @@ class ConsulProvider(Provider[ConsulOptions]):
         """The Service port: `port`, else the one port every instance agrees on."""
         if self.options.port is not None:
             return self.options.port
-        ports = sorted({p for i in instances for _, p in i.endpoints if p})
+        ports = sorted({p for i in instances for _, p in i.endpoints if is_port_number(p)})
         return ports[0] if len(ports) == 1 else None
 
     def _port_problem(self, consul_name: str, fetched: Fetched) -> str:
         where = f"consul service {consul_name!r}"
         ports = sorted({p for i in fetched.published or fetched.known for _, p in i.endpoints
-                        if p})
+                        if is_port_number(p)})
         if ports:
             return (f"{where}: instances listen on ports {', '.join(map(str, ports))}; set "
                     "`port` to choose the Service port (each endpoint keeps its own port)")
@@ -723,10 +751,11 @@ class ConsulProvider(Provider[ConsulOptions]):
                 continue  # the server filtered already; this only guards a racing answer
             for address, port in inst.endpoints:
                 target = port or (self.options.port or 0)
-                if not address or not target:
-                    self._warn("consul service %r: instance %r on node %r left out: it has "
-                               "no %s", consul_name, inst.service_id, inst.node,
-                               "address" if not address else "port (set `port`)")
+                problem = _endpoint_problem(address, target)
+                if problem:
+                    # One malformed registration must not fail the source or its Service.
+                    self._warn("consul service %r: instance %r on node %r left out: %s",
+                               consul_name, inst.service_id, inst.node, problem)
                     continue
                 backend = self._backend(inst, address, target, ready)
                 # The same address and port registered twice: ready if either is.

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Literal
+import os
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+# The Kubernetes rules, each with its one message (the core applies the same ones).
+from syncer.names import (
+    address_problem,
+    annotations_problem,
+    app_protocol_problem,
+    external_name_problem,
+    hostname_problem,
+    labels_problem,
+    namespace_problem,
+    port_name_problem,
+    service_name_problem,
+    service_ports_problem,
+    zone_problem,
+)
 from syncer.plugin import (
     Backend,
     ConfigError,
@@ -17,14 +38,16 @@ from syncer.plugin import (
     ServiceSpec,
     canonical_ip,
     config_error_from,
-    is_dns_label,
-    is_dns_name,
-    is_port_name,
-    is_service_name,
     load_document,
 )
 
-PortNumber = int
+T = TypeVar("T")
+
+
+def _checked(value: T, problem: str | None) -> T:
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class _Strict(BaseModel):
@@ -33,36 +56,34 @@ class _Strict(BaseModel):
 
 class PortEntry(_Strict):
     name: str = ""
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, strict=True)
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
     app_protocol: str | None = None
 
     @field_validator("name")
     @classmethod
     def _port_name(cls, v: str) -> str:
-        if v and not is_port_name(v):
-            raise ValueError(f"expected a port name (lowercase letters, digits and '-', at most "
-                             f"15, at least one letter), got {v!r}")
-        return v
+        return _checked(v, (v and port_name_problem(v)) or None)
+
+    @field_validator("app_protocol")
+    @classmethod
+    def _app_protocol(cls, v: str | None) -> str | None:
+        return _checked(v, (v is not None and app_protocol_problem(v)) or None)
 
 
 class EndpointEntry(_Strict):
     address: str
-    port: int | None = Field(default=None, ge=1, le=65535)
-    ports: dict[str, int] | None = None
-    ready: bool = True
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
+    ports: dict[str, StrictInt] | None = None
+    ready: bool = Field(default=True, strict=True)
     zone: str | None = None
     hostname: str | None = None
 
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        ip = canonical_ip(v)
-        if ip is not None:
-            return ip
-        if is_dns_name(v):
-            return v.rstrip(".").lower()
-        raise ValueError(f"expected an IP address or a DNS name, got {v!r}")
+        _checked(v, address_problem(v))
+        return canonical_ip(v) or v.rstrip(".").lower()
 
     @field_validator("ports")
     @classmethod
@@ -75,9 +96,12 @@ class EndpointEntry(_Strict):
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
-        if v is not None and not is_dns_label(v):
-            raise ValueError(f"expected a DNS label (lowercase letters, digits, '-'), got {v!r}")
-        return v
+        return _checked(v, (v is not None and hostname_problem(v)) or None)
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return _checked(v, (v is not None and zone_problem(v)) or None)
 
     @model_validator(mode="after")
     def _one_port_form(self) -> EndpointEntry:
@@ -99,16 +123,34 @@ class ServiceEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _service_name(cls, v: str) -> str:
-        if not is_service_name(v):
-            raise ValueError("expected a Service name (a DNS-1035 label: lowercase letters, "
-                             f"digits and '-', starting with a letter, at most 63), got {v!r}")
-        return v
+        return _checked(v, service_name_problem(v))
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        return _checked(v, (v is not None and namespace_problem(v)) or None)
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[PortEntry]) -> list[PortEntry]:
+        return _checked(v, service_ports_problem((p.name, p.port, p.protocol) for p in v))
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _checked(v, labels_problem(v))
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        return _checked(v, annotations_problem(v))
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceEntry:
         if self.type == "ExternalName":
-            if not self.external_name or not is_dns_name(self.external_name):
+            if not self.external_name:
                 raise ValueError("type ExternalName needs 'external_name', a DNS name")
+            _checked(self, external_name_problem(self.external_name))
             if self.endpoints:
                 raise ValueError("an ExternalName Service has no endpoints")
             return self
@@ -116,9 +158,6 @@ class ServiceEntry(_Strict):
             raise ValueError("'external_name' goes only with type ExternalName")
         if not self.ports:
             raise ValueError("'ports' needs at least one Service port")
-        names = [p.name for p in self.ports]
-        if len(names) > 1 and (not all(names) or len(set(names)) != len(names)):
-            raise ValueError("a Service with several ports needs a unique 'name' on each")
         return self
 
 
@@ -146,9 +185,9 @@ class StaticProvider(Provider[StaticOptions]):
     def _read(self) -> list[ServiceSpec]:
         path = self.context.resolve_path(self.options.path)
         shown = str(path)
-        if not path.exists():
+        if not os.path.lexists(path):  # a symlink loop is reported as one, not as missing
             raise self.context.config_error("path", f"inventory file {shown} not found")
-        data = _load(path)
+        data = load_document(path)
         if not isinstance(data, dict):
             raise ConfigError(shown, "", "expected a mapping with a 'services' list")
         try:
@@ -167,18 +206,6 @@ class StaticProvider(Provider[StaticOptions]):
             seen[key] = i
             specs.append(_to_spec(entry, shown, f"services[{i}]"))
         return specs
-
-
-def _load(path: Path) -> Any:
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(str(path), f"line {e.lineno}, column {e.colno}",
-                              f"invalid JSON: {e.msg}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(str(path), "", f"cannot read the file: {e}") from None
-    return load_document(path)
 
 
 def _to_spec(entry: ServiceEntry, file: str, where: str) -> ServiceSpec:

@@ -1,15 +1,24 @@
-"""Carries out a plan: one task per Service, Services in parallel, each in a safe order."""
+"""Carries out a plan: one task per Service, Services in parallel, each make-before-break.
+
+Within one Service, writes go in the order of `safe_order`, and the first write that fails
+(after the client's retries: 503, 422, 403, anything) stops that Service's remaining writes,
+so what is left in the cluster still serves at least min(old, new) ready addresses. Other
+Services go on. An update that finds its object gone (404: deleted by someone, or with its
+Service) creates it; a delete that finds it gone is done; 409 re-reads and decides again.
+A recreate (an immutable Service field, asked for with --force) deletes the exact version
+the plan read and creates the new one."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from syncer.errors import KubeError
+from syncer.output import endpoint_addresses
 from syncer.ownership import JSON, is_owned
 from syncer.plan import Action, Change, Plan, needs_update, update_body
 
@@ -38,20 +47,68 @@ class ApplyResult:
         log.error("%s", message)
 
 
-def _order(change: Change) -> tuple[int, str, str]:
-    # The Service before its addresses; new addresses before old ones go; the Service last
-    # when it goes, so a Service never points at nothing while it stays.
-    ranks = {("create", True): 0, ("update", True): 0, ("create", False): 1,
-             ("update", False): 1, ("delete", False): 2, ("delete", True): 3}
-    return (ranks[change.action, change.kind == "Service"], change.kind, change.key[2])
+def safe_order(changes: list[Change]) -> list[Change]:
+    """One Service's writes, make-before-break: its ready addresses never drop below
+    min(old, new) at any moment, and never include one that is in neither.
+
+    The Service is created or updated first; then new address objects are created; then
+    updates, each time the one that leaves the most ready addresses (union by address and
+    port, per kind) — growing ones before shrinking ones, and among slices whose contents
+    shift, the order that keeps every address published somewhere; then old address objects
+    are deleted; the Service last, when it goes."""
+    services = [c for c in changes if c.kind == "Service" and c.action != "delete"]
+    addresses = [c for c in changes if c.kind != "Service"]
+    creates = sorted((c for c in addresses if c.action == "create"), key=_by_name)
+    updates = [c for c in addresses if c.action == "update"]
+    deletes = sorted((c for c in addresses if c.action == "delete"), key=_by_name)
+    gone = [c for c in changes if c.kind == "Service" and c.action == "delete"]
+    present: Counter[tuple[str, str]] = Counter()
+    for c in creates:
+        present.update(_ready(c.body, c.kind))
+    for c in updates + deletes:
+        present.update(_ready(c.current, c.kind))
+    return services + creates + _updates_in_safe_order(updates, present) + deletes + gone
+
+
+def _by_name(change: Change) -> tuple[str, str]:
+    return (change.kind, change.key[2])
+
+
+def _ready(obj: JSON | None, kind: str) -> set[tuple[str, str]]:
+    # Not-ready addresses carry no traffic: only ready ones count for make-before-break.
+    return {(kind, a) for a in endpoint_addresses(obj) if not a.endswith("(not ready)")}
+
+
+def _updates_in_safe_order(updates: list[Change],
+                           present: Counter[tuple[str, str]]) -> list[Change]:
+    """Greedy: next the update whose write loses the fewest (gains the most) ready addresses
+    of the union; `present` counts the objects holding each address right now."""
+    pending = sorted(updates, key=_by_name)
+    ordered: list[Change] = []
+
+    def gain(c: Change) -> int:
+        old, new = _ready(c.current, c.kind), _ready(c.body, c.kind)
+        return (sum(1 for a in new - old if present[a] == 0)
+                - sum(1 for a in old - new if present[a] == 1))
+
+    while pending:
+        best = max(pending, key=gain)  # the first of equals: by name
+        pending.remove(best)
+        ordered.append(best)
+        present.subtract(_ready(best.current, best.kind))
+        present.update(_ready(best.body, best.kind))
+    return ordered
 
 
 def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8) -> ApplyResult:
     result = ApplyResult()
+    for held in plan.held:
+        if held.reason == "immutable":
+            log.error("%s", held.detail, extra={"source": held.change.source})
     by_service: dict[tuple[str, str], list[Change]] = defaultdict(list)
     for change in plan.changes:
         by_service[change.service].append(change)
-    tasks = [sorted(changes, key=_order) for _, changes in sorted(by_service.items())]
+    tasks = [safe_order(changes) for _, changes in sorted(by_service.items())]
     if not tasks:
         return result
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
@@ -60,36 +117,44 @@ def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8) -> ApplyRes
 
 
 def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyResult) -> None:
-    for change in changes:
+    for i, change in enumerate(changes):
         try:
             done = _apply_one(change, kube, owner)
         except KubeError as e:
             result.fail(f"{change.action} {change.kind} {change.name}: {e}")
-            if change.kind == "Service" and change.action != "delete":
-                # Without its Service, the addresses would belong to nothing: stop here.
-                return
-            continue
+            # Any later write could take away what this one was to put in place (the old
+            # addresses go only once the new ones are there): leave the rest as it is.
+            if i + 1 < len(changes):
+                log.warning("Service %s/%s: %d more writes left for the next run",
+                            change.service[0], change.service[1], len(changes) - i - 1,
+                            extra={"source": change.source})
+            return
         if done is not None:
             result.count(done)
-            log.info("%sd %s %s", done, change.kind, change.name,
-                     extra={"source": change.source})
+            verb = "recreated" if change.recreate else f"{done}d"
+            log.info("%s %s %s", verb, change.kind, change.name, extra={"source": change.source})
 
 
 def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
     """Make one change; returns what was done in the end (None: nothing was needed)."""
     kind, namespace, name = change.key
-    if change.action == "delete":
+    if change.action == "delete" or change.recreate:
         # Delete exactly what the plan saw as ours: if someone changed it since (took it over,
         # say), the server answers 409 and it is reported and left alone.
         version = (change.current or {}).get("metadata", {}).get("resourceVersion")
         try:
-            return "delete" if kube.delete(kind, namespace, name, version) else None
+            deleted = kube.delete(kind, namespace, name, version)
         except KubeError as e:
             if e.status == 409:
                 raise KubeError(f"{kind} {namespace}/{name} changed since it was read; "
                                 "not deleted (the next run decides again)", 409,
                                 "Conflict") from None
             raise
+        if not change.recreate:
+            return "delete" if deleted else None
+        assert change.body is not None
+        kube.create(change.body)
+        return "update"
     assert change.body is not None
     body = change.body
     for _ in range(CONFLICT_RETRIES):
@@ -100,6 +165,12 @@ def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
                 kube.replace(body)
             return change.action
         except KubeError as e:
+            if e.status == 404 and change.action == "update":
+                # Deleted since it was read (by someone, or with its Service): create it.
+                body = _strip_version(body)
+                change = Change("create", change.key, body, None, change.service,
+                                change.source)
+                continue
             if e.status != 409:
                 raise
         # Someone wrote first (AlreadyExists on create, a stale resourceVersion on update):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from syncer import __version__
+from syncer.apirules import keep_valid
 from syncer.errors import ConfigError, KubeError, SourceError
 from syncer.logs import configure
 from syncer.output import plan_text, render_text
@@ -48,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                          "KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, ~/.kube/config)")
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
     cluster.add_argument("--force", action="store_true",
-                         help="delete even when the deletes exceed max_delete_ratio")
+                         help="let held changes through: deletes over max_delete_ratio, address "
+                         "changes over max_change_ratio, and recreating a Service whose "
+                         "clusterIP must change (Headless <-> ClusterIP)")
 
     p = argparse.ArgumentParser(
         prog="endpoints-sync",
@@ -72,13 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_INTERVAL_SECONDS = 7 * 24 * 3600  # a week: longer is surely a typo; use a CronJob
+
+
 def _positive(text: str) -> float:
+    # nan compares false with everything (a tight loop of full runs); inf overflows the sleep.
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+        value = math.nan
+    if not 0 < value <= MAX_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive, finite number of seconds (at most {MAX_INTERVAL_SECONDS}, "
+            f"a week), got {text[:60]!r}")
     return value
 
 
@@ -118,8 +128,8 @@ def _once(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "render":
         desired = discover(loaded)
-        sys.stdout.write(render_text(render_all(desired.specs, render_settings(loaded.config)),
-                                     args.output))
+        rendered = render_all(desired.specs, render_settings(loaded.config))
+        sys.stdout.write(render_text(keep_valid(rendered, desired.skipped), args.output))
         return EXIT_FAILED if desired.failed_sources or desired.skipped else EXIT_OK
     apply = args.command == "run" and not args.dry_run
 

@@ -18,8 +18,9 @@ from pydantic import (
 
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError
+from syncer.names import namespace_problem
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_MISSES = 1000  # runs; the miss counts live in annotations, which must stay small
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -32,7 +33,13 @@ class SourceConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=63)
     provider: str = Field(min_length=1)
-    allow_empty: bool = False
+    allow_empty: bool = Field(default=False, strict=True)
+    # Added to the config-level lists for this source's addresses (syncer.desired.AddressPolicy).
+    deny_cidrs: tuple[IPvAnyNetwork, ...] = ()
+    allow_cidrs: tuple[IPvAnyNetwork, ...] = ()
+    # Guards (syncer.plan, syncer.damping); None: the config-level value applies.
+    max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    remove_after_misses: int | None = Field(default=None, ge=1, le=MAX_MISSES, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -55,10 +62,15 @@ class Config(BaseModel):
     namespaces: tuple[str, ...] | None = None
     write: tuple[Literal["endpointslices", "endpoints"], ...] = ("endpointslices", "endpoints")
     policy: Literal["sync", "upsert-only", "create-only"] = "sync"
-    adopt: bool = False
-    max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    max_endpoints_per_slice: int = Field(default=100, ge=1, le=1000)
+    adopt: bool = Field(default=False, strict=True)
+    max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
+    max_endpoints_per_slice: int = Field(default=100, ge=1, le=1000, strict=True)
+    max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    """Hold a Service's address writes that change more than this share (None, 0: off)."""
+    remove_after_misses: int = Field(default=1, ge=1, le=MAX_MISSES, strict=True)
+    """Remove a vanished address on the Nth run it is missing (1: at once)."""
     deny_cidrs: tuple[IPvAnyNetwork, ...] = ()
+    allow_cidrs: tuple[IPvAnyNetwork, ...] = ()
     hosts: dict[str, tuple[IPvAnyAddress, ...]] = Field(default_factory=dict)
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
 
@@ -110,10 +122,24 @@ class Config(BaseModel):
     def write_endpoints(self) -> bool:
         return "endpoints" in self.write
 
+    def change_ratios(self) -> dict[str, float]:
+        """Per source: max_change_ratio where the guard is on (the source's value wins)."""
+        ratios: dict[str, float] = {}
+        for s in self.sources:
+            ratio = s.max_change_ratio if s.max_change_ratio is not None else self.max_change_ratio
+            if ratio:  # None and 0 are off
+                ratios[s.name] = ratio
+        return ratios
+
+    def misses(self) -> dict[str, int]:
+        """Per source: remove_after_misses (the source's value wins)."""
+        return {s.name: s.remove_after_misses or self.remove_after_misses for s in self.sources}
+
 
 def _check_namespace(v: str) -> str:
-    if len(v) > 63 or not DNS1123_LABEL.match(v):
-        raise ValueError(f"expected a namespace name (a DNS-1123 label), got {v!r}")
+    problem = namespace_problem(v)
+    if problem:
+        raise ValueError(problem)
     return v
 
 

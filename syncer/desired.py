@@ -1,5 +1,12 @@
 """From what the providers discovered to the desired state: names checked, namespaces
-defaulted, DNS names resolved, addresses the API server would refuse dropped."""
+defaulted, DNS names resolved, addresses the API server would refuse or the address policy
+denies dropped.
+
+Provider data is untrusted. What cannot become an object (a bad Service name or namespace)
+is dropped with a warning; a Service whose own fields are bad (labels, annotations, ports,
+appProtocol, externalName) is left exactly as it is in the cluster (`Desired.skipped`); a bad
+backend (address, hostname, zone, port) is dropped with a warning, and the rest is synced.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from syncer.model import Backend, ServiceSpec
-from syncer.names import canonical_ip, is_port_name, is_service_name
+from syncer.names import (
+    IPAddress,
+    address_problem,
+    annotations_problem,
+    app_protocol_problem,
+    canonical_ip,
+    external_name_problem,
+    hostname_problem,
+    is_dns_name,
+    labels_problem,
+    namespace_problem,
+    service_name_problem,
+    service_ports_problem,
+    special_ip_reason,
+    zone_problem,
+)
 from syncer.resolve import Resolver, resolve_names
 
 log = logging.getLogger("endpoints_sync")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_LINK_LOCAL_MULTICAST_V4 = ipaddress.ip_network("224.0.0.0/24")
 
 
 @dataclass
@@ -29,79 +49,119 @@ class Desired:
     """(namespace, name) of Services a source wanted but got wrong: left as they are."""
 
 
-def refused_reason(ip: IPAddress, deny: Sequence[IPNetwork]) -> str | None:
-    """Why the API server (or the deny list) would refuse this endpoint address."""
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if (ip.version == 4 and ip in _LINK_LOCAL_MULTICAST_V4) or (
-            ip.version == 6 and ip.packed[0] == 0xFF and ip.packed[1] & 0x0F == 0x02):
-        return "link-local multicast"
-    for net in deny:
-        if ip.version == net.version and ip in net:
-            return f"in deny_cidrs {net}"
-    return None
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which endpoint addresses a source may publish, besides the API server's own refusals.
+
+    Whoever writes Endpoints or EndpointSlices decides where a Service's traffic goes, and can
+    point it at addresses the writer could not reach itself, e.g. the cluster's own control
+    plane or pod network (CVE-2021-25740). `deny_cidrs` (the config's and the source's lists
+    add up) refuses such ranges; `allow_cidrs` (the config's and the source's lists together)
+    turns the policy around: when any allow list applies, an address must be in one of the
+    allowed networks. Addresses outside the policy are dropped with a warning naming the
+    source (providers return them, so they are not configuration errors).
+    """
+
+    deny: tuple[IPNetwork, ...] = ()
+    allow: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, deny: Sequence[Sequence[IPNetwork]],
+           allow: Sequence[Sequence[IPNetwork]]) -> AddressPolicy:
+        """The policy of one source from the lists that apply to it (config, source)."""
+        return cls(tuple(n for lst in deny for n in lst), tuple(n for lst in allow for n in lst))
+
+    def refused(self, ip: IPAddress) -> str | None:
+        """Why this address may not be published, if it may not."""
+        reason = special_ip_reason(ip)
+        if reason:
+            return reason
+        for net in self.deny:
+            if ip.version == net.version and ip in net:
+                return f"in deny_cidrs {net}"
+        if self.allow and not any(ip.version == n.version and ip in n for n in self.allow):
+            return "outside allow_cidrs " + ", ".join(str(n) for n in self.allow)
+        return None
 
 
 def normalise_source(source: str, specs: Sequence[ServiceSpec], *, default_namespace: str,
-                     scope: Sequence[str] | None, deny: Sequence[IPNetwork],
+                     scope: Sequence[str] | None, policy: AddressPolicy,
                      resolver: Resolver) -> tuple[list[ServiceSpec], set[tuple[str, str]]]:
     """Check and complete one source's specs. Returns (specs, skipped services).
 
-    Raises SourceError when names cannot be resolved: then the whole source counts as failed.
+    Raises SourceError when a DNS name cannot be resolved: then the whole source counts as
+    failed. Malformed addresses never reach the resolver: only their backend is dropped.
     """
-    names = [b.address for s in specs for b in s.backends if canonical_ip(b.address) is None]
+    names = [b.address for s in specs for b in s.backends
+             if canonical_ip(b.address) is None and is_dns_name(b.address)]
     resolved = resolve_names(names, resolver, source)
     out: list[ServiceSpec] = []
     skipped: set[tuple[str, str]] = set()
     for spec in specs:
         namespace = spec.namespace or default_namespace
+        unbuildable = service_name_problem(spec.name) or namespace_problem(namespace)
+        if unbuildable:
+            log.warning("source %r: service %s/%s dropped: %s", source, namespace[:80],
+                        spec.name[:80], unbuildable, extra={"source": source})
+            continue
         problem = _spec_problem(spec, namespace, scope)
         if problem:
-            log.warning("source %r: service %s/%s skipped: %s", source, namespace, spec.name,
-                        problem, extra={"source": source})
+            log.warning("source %r: service %s/%s left as it is: %s", source, namespace,
+                        spec.name, problem, extra={"source": source})
             skipped.add((namespace, spec.name))
             continue
-        backends = _backends(source, spec, namespace, resolved, deny)
+        backends = _backends(source, spec, namespace, resolved, policy)
         out.append(dataclasses.replace(spec, namespace=namespace, source=source,
                                        backends=tuple(backends)))
     return out, skipped
 
 
 def _spec_problem(spec: ServiceSpec, namespace: str, scope: Sequence[str] | None) -> str | None:
-    if not is_service_name(spec.name):
-        return "the name is not a DNS-1035 label"
     if scope is not None and namespace not in scope:
         return f"namespace {namespace!r} is outside the configured namespaces {list(scope)}"
-    if spec.type != "ExternalName" and not spec.ports:
+    if spec.type == "ExternalName":
+        problem = external_name_problem(spec.external_name or "")
+        if problem:
+            return f"externalName: {problem}"
+    elif not spec.ports:
         return "no ports"
-    names = [p.name for p in spec.ports]
-    if len(set(names)) != len(names) or (len(names) > 1 and not all(names)):
-        return "several ports need unique names"
-    bad = [n for n in names if n and not is_port_name(n)]
-    if bad:
-        return f"port name {bad[0]!r} is not valid"
-    if any(not 1 <= p.port <= 65535 for p in spec.ports):
-        return "a port is outside 1-65535"
+    checks = [("ports", service_ports_problem((p.name, p.port, p.protocol) for p in spec.ports)),
+              ("labels", labels_problem(spec.labels)),
+              ("annotations", annotations_problem(spec.annotations))]
+    checks += [("appProtocol", app_protocol_problem(p.app_protocol)) for p in spec.ports
+               if p.app_protocol is not None]
+    for where, problem in checks:
+        if problem:
+            return f"{where}: {problem}"
+    return None
+
+
+def _backend_problem(b: Backend, known: set[str]) -> str | None:
+    problem = address_problem(b.address)
+    if problem:
+        return problem
+    if b.hostname is not None and (problem := hostname_problem(b.hostname)):
+        return problem
+    if b.zone is not None and (problem := zone_problem(b.zone)):
+        return problem
+    if b.ports and (set(b.ports) - known or
+                    any(not 1 <= n <= 65535 for n in b.ports.values())):
+        return f"ports {dict(b.ports)} do not match the Service ports {sorted(known)}"
     return None
 
 
 def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str, list[str]],
-              deny: Sequence[IPNetwork]) -> list[Backend]:
+              policy: AddressPolicy) -> list[Backend]:
     known = {p.name for p in spec.ports}
     out = []
     for b in spec.backends:
-        if b.ports and (set(b.ports) - known or
-                        any(not 1 <= n <= 65535 for n in b.ports.values())):
-            log.warning("source %r: service %s/%s: backend %s dropped: ports %s do not match "
-                        "the Service ports %s", source, namespace, spec.name, b.address,
-                        dict(b.ports), sorted(known), extra={"source": source})
+        problem = _backend_problem(b, known)
+        if problem:
+            log.warning("source %r: service %s/%s: backend %s dropped: %s", source, namespace,
+                        spec.name, repr(b.address[:80]), problem, extra={"source": source})
             continue
         for ip in _ips(b.address, resolved):
-            reason = refused_reason(ip, deny)
+            reason = policy.refused(ip)
             if reason:
                 log.warning("source %r: service %s/%s: address %s dropped (%s)", source,
                             namespace, spec.name, ip, reason, extra={"source": source})
@@ -112,10 +172,9 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
 
 
 def _ips(address: str, resolved: dict[str, list[str]]) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(address)]
-    except ValueError:
-        return [ipaddress.ip_address(a) for a in resolved.get(address, [])]
+    ip = canonical_ip(address)
+    found = [ip] if ip is not None else resolved.get(address, [])
+    return [ipaddress.ip_address(a) for a in found]
 
 
 def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) -> None:

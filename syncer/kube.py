@@ -1,17 +1,31 @@
 """Kubernetes I/O with the official client: list what we own, get, create, replace, delete.
 
 Responses are read as raw JSON (`_preload_content=False`): building the client's model
-objects for every listed item costs far more than the rest of a no-op run. Transient failures
-(429, 5xx, timeouts, dropped connections) are retried with backoff; everything else surfaces
-as a KubeError carrying the API server's own message.
+objects for every listed item costs far more than the rest of a no-op run.
+
+Retries, sized for a CronJob every few minutes: every request has REQUEST_TIMEOUT seconds to
+connect and again to answer. Transient failures (429, 5xx, timeouts, dropped connections, an
+API server that does not answer) are retried with exponential backoff (from BACKOFF_INITIAL,
+plus up to BACKOFF_JITTER), at most ATTEMPTS attempts and at most BUDGET_TIMEOUTS request
+timeouts' worth of time (30 s) per call; Retry-After is honoured, never beyond that budget.
+Once a call has spent its budget without an answer, later calls make one attempt each until
+the server answers again: an API server that went away costs a run seconds, not minutes.
+$ENDPOINTS_SYNC_REQUEST_TIMEOUT sets the request timeout (and so the budget) in seconds.
+
+Everything else surfaces at once as a KubeError carrying the API server's own message, and
+for 401, 403 and 422 what to do about it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
@@ -21,11 +35,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from tenacity import (
     RetryCallState,
-    retry,
+    Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
 )
 
 from syncer.errors import ConfigError, KubeError
@@ -35,20 +50,34 @@ log = logging.getLogger("endpoints_sync")
 T = TypeVar("T")
 
 TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+UNANSWERED = "Unanswered"  # KubeError.reason when no HTTP answer came back (retried)
+TLS_FAILURE = "TLSFailure"  # ... when the TLS handshake failed (not retried: it will again)
 PAGE_SIZE = 500
+REQUEST_TIMEOUT = 10.0  # seconds to connect, and again to read the answer
+ATTEMPTS = 5
+BUDGET_TIMEOUTS = 3  # one call gives up after this many request timeouts' worth of time
+BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_JITTER = 0.2, 5.0, 0.5
+TIMEOUT_ENV = "ENDPOINTS_SYNC_REQUEST_TIMEOUT"
+_BACKOFF = (wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
+            + wait_random(0, BACKOFF_JITTER))
+RBAC_FILE = "deploy/rbac.yaml"
 
-# kind -> (API class, method suffix)
-_KINDS: dict[str, tuple[type[Any], str]] = {
-    "Service": (k8s.CoreV1Api, "service"),
-    "Endpoints": (k8s.CoreV1Api, "endpoints"),
-    "EndpointSlice": (k8s.DiscoveryV1Api, "endpoint_slice"),
+# kind -> (API class, method suffix, resource as RBAC names it)
+_KINDS: dict[str, tuple[type[Any], str, str]] = {
+    "Service": (k8s.CoreV1Api, "service", "services"),
+    "Endpoints": (k8s.CoreV1Api, "endpoints", "endpoints"),
+    "EndpointSlice": (k8s.DiscoveryV1Api, "endpoint_slice", "endpointslices.discovery.k8s.io"),
 }
+# client method verb -> RBAC verb
+_RBAC_VERBS = {"list": "list", "read": "get", "create": "create", "replace": "update",
+               "delete": "delete"}
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None,
-            timeout: float = 30.0) -> Kube:
+            timeout: float | None = None, attempts: int = ATTEMPTS) -> Kube:
     """In-cluster when KUBERNETES_SERVICE_HOST is set (and no kubeconfig is named), else the
     kubeconfig: --kubeconfig, $KUBECONFIG, ~/.kube/config."""
+    timeout = timeout or request_timeout()
     configuration = k8s.Configuration()
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not context:
@@ -63,16 +92,33 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
                           f"cannot load the cluster configuration: {e}") from None
     # We retry ourselves, with one policy for every verb (urllib3 would retry some only).
     configuration.retries = False
-    return Kube(k8s.ApiClient(configuration), timeout=timeout)
+    return Kube(k8s.ApiClient(configuration), timeout=timeout, attempts=attempts)
+
+
+def request_timeout() -> float:
+    """$ENDPOINTS_SYNC_REQUEST_TIMEOUT, or REQUEST_TIMEOUT."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return REQUEST_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 600):
+        raise ConfigError(f"${TIMEOUT_ENV}", "",
+                          f"expected a number of seconds between 0 and 600, got {text[:40]!r}")
+    return value
 
 
 class Kube:
-    def __init__(self, api_client: Any, timeout: float = 30.0, attempts: int = 5,
-                 max_wait: float = 30.0) -> None:
-        self._apis = {cls: cls(api_client) for cls in {c for c, _ in _KINDS.values()}}
-        self._timeout = (min(10.0, timeout), timeout)
+    def __init__(self, api_client: Any, timeout: float = REQUEST_TIMEOUT,
+                 attempts: int = ATTEMPTS) -> None:
+        self._apis = {cls: cls(api_client) for cls in {c for c, _, _ in _KINDS.values()}}
+        self._host = str(getattr(api_client.configuration, "host", "") or "the API server")
+        self._timeout = timeout
+        self._budget = BUDGET_TIMEOUTS * timeout
         self._attempts = attempts
-        self._max_wait = max_wait
+        self._silent = threading.Event()  # set: the server stopped answering; try once each
 
     # --- reads -------------------------------------------------------------------------
 
@@ -111,7 +157,8 @@ class Kube:
 
     def create(self, obj: JSON) -> JSON:
         md = obj["metadata"]
-        return self._call(obj["kind"], "create", namespace=md["namespace"], body=obj)
+        return self._call(obj["kind"], "create", namespace=md["namespace"], body=obj,
+                          what_name=md.get("name"))
 
     def replace(self, obj: JSON) -> JSON:
         md = obj["metadata"]
@@ -135,8 +182,8 @@ class Kube:
     # --- plumbing ----------------------------------------------------------------------
 
     def _call(self, kind: str, verb: str, namespace: str | None = None,
-              **kwargs: Any) -> JSON:
-        api_cls, suffix = _KINDS[kind]
+              what_name: str | None = None, **kwargs: Any) -> JSON:
+        api_cls, suffix, resource = _KINDS[kind]
         api = self._apis[api_cls]
         if namespace is None:
             method = getattr(api, f"{verb}_{suffix}_for_all_namespaces")
@@ -144,61 +191,143 @@ class Kube:
             method = getattr(api, f"{verb}_namespaced_{suffix}")
             kwargs["namespace"] = namespace
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        what = f"{verb} {kind} {namespace + '/' if namespace else ''}{kwargs.get('name', '')}"
-        return self._with_retries(lambda: _raw(method, kwargs, self._timeout), what.strip())
+        name = what_name or kwargs.get("name")
+        if name:
+            what = f"{verb} {kind} {namespace}/{name}"
+        else:
+            what = f"{verb} {kind} " + (f"in namespace {namespace}" if namespace
+                                        else "(all namespaces)")
+        request = _Request(what, _RBAC_VERBS[verb], resource, namespace)
+        return self._with_retries(lambda t: _raw(method, kwargs, t), request)
 
-    def _with_retries(self, fn: Callable[[], T], what: str) -> T:
-        def wrapped() -> T:
+    def _with_retries(self, fn: Callable[[float], T], request: _Request) -> T:
+        """`fn(timeout)` until it succeeds, fails for good, or the attempts or the time
+        budget are spent; the last error is raised, saying how long it was tried."""
+        started = time.monotonic()
+        budget = self._budget
+        attempts = 1 if self._silent.is_set() else self._attempts
+
+        def attempt() -> T:
+            left = budget - (time.monotonic() - started)
             try:
-                return fn()
+                result = fn(max(0.5, min(self._timeout, left)))
             except ApiException as e:
-                raise _api_error(e, what) from None
+                if e.status:
+                    self._silent.clear()  # an answer, if not the one hoped for
+                raise _api_error(e, request) from None
             except (urllib3.exceptions.HTTPError, OSError) as e:
-                raise KubeError(f"{what}: no answer from the API server: "
-                                f"{type(e).__name__}: {e}", 0, "Unreachable") from None
-
-        max_wait = self._max_wait
+                raise _unanswered(e, request, self._host) from None
+            self._silent.clear()
+            return result
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, KubeError) and error.retry_after is not None:
-                return min(error.retry_after, max_wait)
-            return float(wait_exponential_jitter(initial=0.2, max=5.0)(state))
+                return error.retry_after  # beyond the budget: stop_before_delay gives up
+            return float(_BACKOFF(state))
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            log.warning("%s (attempt %d of %d, retrying)", error, state.attempt_number,
-                        self._attempts)
+            log.warning("%s (attempt %d of %d; retrying in %.1f s)", error,
+                        state.attempt_number, attempts, state.upcoming_sleep)
 
-        retrying = retry(
+        retrying = Retrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self._attempts) | stop_after_delay(120),
+            stop=stop_after_attempt(attempts) | stop_before_delay(budget),
             wait=wait, before_sleep=before_sleep, reraise=True,
         )
-        return retrying(wrapped)()
+        try:
+            return retrying(attempt)
+        except KubeError as e:
+            if not _is_transient(e):
+                raise
+            if e.reason == UNANSWERED:
+                self._silent.set()
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise KubeError(f"{e} (gave up after {tries} attempt{'s' * (tries > 1)} in "
+                            f"{time.monotonic() - started:.1f} s)", e.status, e.reason,
+                            e.retry_after) from None
 
 
-def _raw(method: Callable[..., Any], kwargs: dict[str, Any],
-         timeout: tuple[float, float]) -> JSON:
-    response = method(_preload_content=False, _request_timeout=timeout, **kwargs)
+@dataclass(frozen=True)
+class _Request:
+    """What a call was, for messages: its description and the RBAC rule it needs."""
+
+    what: str
+    verb: str
+    resource: str
+    namespace: str | None
+
+    def rbac_hint(self) -> str:
+        where = (f"in namespace {self.namespace}" if self.namespace else
+                 "in all namespaces (a ClusterRole; or list the namespaces in the config's "
+                 "`namespaces:` and grant a Role in each)")
+        return (f"the ServiceAccount (or kubeconfig user) needs `{self.verb}` on "
+                f"{self.resource} {where}: see {RBAC_FILE}")
+
+
+def _raw(method: Callable[..., Any], kwargs: dict[str, Any], timeout: float) -> JSON:
+    response = method(_preload_content=False, _request_timeout=(timeout, timeout), **kwargs)
     data = response.data
     result: JSON = json.loads(data) if data else {}
     return result
 
 
 def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, KubeError) and error.status in TRANSIENT_STATUSES
+    return (isinstance(error, KubeError) and error.status in TRANSIENT_STATUSES
+            and error.reason != TLS_FAILURE)
 
 
-def _api_error(e: ApiException, what: str) -> KubeError:
+def _unanswered(e: Exception, request: _Request, host: str) -> KubeError:
+    """One line for a request that got no HTTP answer at all."""
+    if isinstance(e, urllib3.exceptions.NameResolutionError):
+        why = "cannot resolve the API server's host name"
+    elif isinstance(e, urllib3.exceptions.NewConnectionError):
+        why = "connection refused" if "refused" in str(e).lower() else "cannot connect"
+    elif isinstance(e, urllib3.exceptions.ConnectTimeoutError):
+        why = "connecting timed out"
+    elif isinstance(e, urllib3.exceptions.ReadTimeoutError):
+        why = "no answer within the request timeout"
+    elif isinstance(e, urllib3.exceptions.ProtocolError):
+        why = "the connection was closed without an answer"
+    else:
+        why = f"{type(e).__name__}: {_one_line(str(e))}"
+    return KubeError(f"{request.what}: no answer from {host}: {why}", 0, UNANSWERED)
+
+
+def _api_error(e: ApiException, request: _Request) -> KubeError:
+    what = request.what
+    if not e.status:
+        # The client turns TLS failures into a status-0 ApiException ("SSLError\n...").
+        text = _one_line(str(e.reason or "")).removeprefix("SSLError ")
+        return KubeError(f"{what}: TLS failure talking to the API server: {text}", 0,
+                         TLS_FAILURE)
     message, reason = e.reason or "", e.reason or ""
+    causes: list[Any] = []
     try:
         status = json.loads(e.body or "{}")
         message = status.get("message") or message
         reason = status.get("reason") or reason
+        causes = (status.get("details") or {}).get("causes") or []
     except (ValueError, AttributeError):
         pass
     headers = e.headers or {}
     after = str(headers.get("Retry-After", "")) if hasattr(headers, "get") else ""
-    return KubeError(f"{what}: {e.status} {reason}: {message}", e.status or 0, reason,
-                     retry_after=float(after) if after.isdigit() else None)
+    retry_after = float(after) if after.isdigit() else None
+    if e.status == 401:
+        text = ("the API server refused the credentials: check the kubeconfig user or the "
+                "ServiceAccount token")
+    elif e.status == 403:
+        text = f"{_one_line(message)}; {request.rbac_hint()}"
+    elif e.status == 422 and causes:
+        text = "rejected as invalid (not retried): " + "; ".join(
+            ": ".join(str(c[k]) for k in ("field", "message") if c.get(k)) for c in causes
+            if isinstance(c, dict))
+    else:
+        text = _one_line(message)
+    return KubeError(f"{what}: {e.status} {reason}: {text}", e.status, reason,
+                     retry_after=retry_after)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -55,7 +55,8 @@ def _address(ip: str, port: JSON, ready: bool) -> str:
 
 def _describe(change: Change) -> list[str]:
     sign = {"create": "+", "update": "~", "delete": "-"}[change.action]
-    lines = [f"{sign} {change.action} {change.kind} {change.name}"]
+    action = "recreate (delete, then create)" if change.recreate else change.action
+    lines = [f"{sign} {action} {change.kind} {change.name}"]
     if change.kind == "Service":
         if change.body is not None:
             spec = change.body.get("spec", {})
@@ -82,7 +83,11 @@ def plan_text(plan: Plan, desired: Desired | None = None) -> str:
     for held in plan.held:
         why = {"policy": "the policy does not allow it",
                "empty": "the source lists no address (allow_empty is off)",
-               "delete-ratio": "over max_delete_ratio (use --force)"}[held.reason]
+               "delete-ratio": "over max_delete_ratio (use --force)",
+               "immutable": held.detail.removeprefix(f"Service {held.change.name}: "),
+               "change-ratio": f"over max_change_ratio ({held.detail}; check the source, "
+                               "then run with --force)",
+               }[held.reason]
         c = held.change
         lines.append(f"= held {c.action} {c.kind} {c.name}: {why}")
     for conflict in plan.conflicts:

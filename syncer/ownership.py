@@ -8,6 +8,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 OWNER = "endpoints-sync.io/owner"
 SOURCE = "endpoints-sync.io/source"
 HOSTNAME = "endpoints-sync.io/hostname"
+MISSES = "endpoints-sync.io/misses"  # flap damping: runs each kept address was missing
 SERVICE_NAME = "kubernetes.io/service-name"
 SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from syncer.ownership import (
     service_of,
     source_of,
 )
-from syncer.render import RenderedService
+from syncer.render import RenderedService, address_entries
 
 Key = tuple[str, str, str]
 Action = Literal["create", "update", "delete"]
@@ -43,6 +43,8 @@ class Change:
     service: tuple[str, str]
     """(namespace, name) of the Service the object belongs to."""
     source: str
+    recreate: bool = False
+    """An update the API refuses (an immutable field): delete `current`, then create `body`."""
 
     @property
     def kind(self) -> str:
@@ -58,7 +60,9 @@ class Held:
     """A change the plan found but does not make, and why."""
 
     change: Change
-    reason: Literal["policy", "empty", "delete-ratio"]
+    reason: Literal["policy", "empty", "delete-ratio", "immutable", "change-ratio"]
+    detail: str = ""
+    """What to do about it, for the reasons that need a person (immutable)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class PlanSettings:
     adopt: bool = False
     """Take over same-named objects that no tool manages (never one with a selector)."""
     kept_services: frozenset[tuple[str, str]] = frozenset()
+    max_change_ratios: Mapping[str, float] = field(default_factory=dict)
+    """Per source, where max_change_ratio is on: hold a Service's address writes that would
+    change more than this share of its address+port pairs (see _hold_large_changes)."""
     """(namespace, name) of Services whose source got them wrong: left as they are."""
 
 
@@ -132,6 +139,7 @@ def make_plan(desired: Sequence[RenderedService], current: Iterable[JSON],
         if key[0] == "Service":
             gone_services.add(service)
     _apply_policy(plan, settings, gone_services)
+    _hold_large_changes(plan, owned, settings, gone_services)
     return plan
 
 
@@ -145,14 +153,27 @@ def _plan_service(plan: Plan, svc: RenderedService, owned: dict[Key, JSON],
         plan.conflicts.append(blocked)
         keep.update(mine)
         return
-    hold_addresses = (svc.address_count == 0 and svc.source not in settings.allow_empty_sources
+    # An ExternalName Service has no addresses: its old address objects simply go.
+    external = svc.objects[0]["spec"].get("type") == "ExternalName"
+    hold_addresses = (not external and svc.address_count == 0
+                      and svc.source not in settings.allow_empty_sources
                       and _address_count(owned[k] for k in mine if k[0] in ADDRESS_KINDS) > 0)
+    recreated = False
     for obj in svc.objects:
         key = key_of(obj)
         keep.add(key)
         cur = owned.get(key) or adopted.get(key)
-        if cur is None:
-            change = Change("create", key, obj, None, service, svc.source)
+        if cur is None or (recreated and key[0] == "Endpoints"):
+            # Deleting the Service deletes its same-named Endpoints too: write them again.
+            change = Change("create", key, obj, cur, service, svc.source)
+        elif key[0] == "Service" and clusterip_switch(cur, obj):
+            change = Change("update", key, _recreate_body(cur, obj), cur, service, svc.source,
+                            recreate=True)
+            if not settings.force or settings.policy != "sync":  # a recreate deletes
+                plan.held.append(Held(change, "immutable",
+                                      recreate_advice(cur, obj, settings.policy)))
+                continue
+            recreated = True
         elif needs_update(cur, obj):
             change = Change("update", key, update_body(cur, obj), cur, service, svc.source)
         else:
@@ -225,6 +246,50 @@ def _apply_policy(plan: Plan, settings: PlanSettings,
         plan.changes = [c for c in plan.changes if c.key not in held]
 
 
+def _hold_large_changes(plan: Plan, owned: Mapping[Key, JSON], settings: PlanSettings,
+                        gone_services: set[tuple[str, str]]) -> None:
+    """max_change_ratio, octoDNS-style: a Service whose address writes would add and remove
+    more than that share of its current address+port pairs is held whole (its address
+    objects; the Service object itself goes on) until --force. Readiness flips do not count
+    (damping's kept addresses are not changes until they go); a new Service, or one with no
+    current addresses, is never held; vanishing Services are max_delete_ratio's."""
+    if settings.force or not settings.max_change_ratios:
+        return
+    changes: dict[tuple[str, str], list[Change]] = defaultdict(list)
+    for c in plan.changes:
+        if c.kind in ADDRESS_KINDS and c.service not in gone_services:
+            changes[c.service].append(c)
+    now: dict[tuple[str, str], dict[Key, JSON]] = defaultdict(dict)
+    for key, obj in owned.items():
+        if key[0] in ADDRESS_KINDS and (key[1], service_of(obj)) in changes:
+            now[(key[1], service_of(obj))][key] = obj
+    held: set[int] = set()
+    for service, mine in changes.items():
+        ratios = [settings.max_change_ratios[c.source] for c in mine
+                  if c.source in settings.max_change_ratios]
+        before = _address_pairs(now[service].values())
+        if not ratios or not before:
+            continue
+        after_objects = dict(now[service])
+        for c in mine:
+            if c.body is None:
+                after_objects.pop(c.key, None)
+            else:
+                after_objects[c.key] = c.body
+        changed = len(before ^ _address_pairs(after_objects.values()))
+        if changed > min(ratios) * len(before):
+            detail = f"{changed} of {len(before)} addresses would change"
+            plan.held.extend(Held(c, "change-ratio", detail) for c in mine)
+            held.update(id(c) for c in mine)
+    plan.changes = [c for c in plan.changes if id(c) not in held]
+
+
+def _address_pairs(objs: Iterable[JSON]) -> set[tuple[str, str, int]]:
+    """(address, port name, port) of every kind together: a Service's addresses, once."""
+    return {(e.address, name, port) for o in objs for e in address_entries(o)
+            for name, port in e.ports}
+
+
 # --- comparison -------------------------------------------------------------------------
 
 def needs_update(current: JSON, desired: JSON) -> bool:
@@ -283,10 +348,51 @@ def update_body(current: JSON, desired: JSON) -> JSON:
     if desired["kind"] == "Service":
         # clusterIP, ipFamilies, sessionAffinity… are the server's: keep them as they are.
         spec = copy.deepcopy(current.get("spec") or {})
-        spec.pop("externalName", None)
+        for ours in ("externalName", "ports"):  # ours: gone when the desired has none
+            spec.pop(ours, None)
         if desired["spec"].get("type") == "ExternalName":
             for server_field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
                 spec.pop(server_field, None)
         spec.update(desired["spec"])
         body["spec"] = spec
+    return body
+
+
+# --- immutable changes ------------------------------------------------------------------
+# Headless <-> ClusterIP changes spec.clusterIP, which the API server refuses to update
+# ("field is immutable"; sending the old value keeps the old kind). The only way is to delete
+# the Service and create it again: that gives it a new cluster IP, and for a moment it is gone
+# (its Endpoints with it), so it is held until a person says --force. Changes to and from
+# ExternalName are plain updates (update_body clears the allocation).
+
+def _headless(spec: JSON) -> bool:
+    return spec.get("clusterIP") == "None"
+
+
+def clusterip_switch(current: JSON, desired: JSON) -> bool:
+    """Whether turning `current` into `desired` means Headless <-> ClusterIP."""
+    have, want = current.get("spec") or {}, desired.get("spec") or {}
+    if "ExternalName" in (have.get("type"), want.get("type")):
+        return False
+    return _headless(have) != _headless(want)
+
+
+def recreate_advice(current: JSON, desired: JSON, policy: Policy = "sync") -> str:
+    md = current["metadata"]
+    ns, name = md["namespace"], md["name"]
+    kinds = ("Headless", "ClusterIP") if _headless(current.get("spec") or {}) else (
+        "ClusterIP", "Headless")
+    how = ("run with --force to recreate it, or delete it yourself" if policy == "sync" else
+           f"policy {policy} never deletes: delete it yourself")
+    return (f"Service {ns}/{name}: switching {kinds[0]} to {kinds[1]} needs the Service "
+            "recreated (clusterIP is immutable; it gets a new cluster IP and is briefly gone); "
+            f"{how}: kubectl delete service -n {ns} {name}")
+
+
+def _recreate_body(current: JSON, desired: JSON) -> JSON:
+    """The object to create in place of `current`: people's labels and annotations kept,
+    nothing the server allocated for the old one."""
+    body = update_body(current, desired)
+    body["metadata"].pop("resourceVersion", None)
+    body["spec"] = copy.deepcopy(desired["spec"])
     return body

@@ -198,3 +198,35 @@ def _endpoint_address(b: Backend) -> JSON:
     if b.hostname:
         out["hostname"] = b.hostname
     return out
+
+
+@dataclass(frozen=True)
+class AddressEntry:
+    """One address of a written EndpointSlice or Endpoints, read back: the inverse of the
+    writers above, for the steps that compare what is there (guards, damping)."""
+
+    address: str
+    ports: PortSet
+    ready: bool
+    hostname: str | None = None
+    zone: str | None = None
+
+
+def address_entries(obj: JSON) -> list[AddressEntry]:
+    def port_set_of(ports: list[JSON] | None) -> PortSet:
+        return tuple(sorted((p.get("name") or "", int(p.get("port") or 0)) for p in ports or []))
+
+    out: list[AddressEntry] = []
+    if obj.get("kind") == "EndpointSlice":
+        ports = port_set_of(obj.get("ports"))
+        for e in obj.get("endpoints") or []:
+            ready = bool((e.get("conditions") or {}).get("ready", True))
+            out.extend(AddressEntry(a, ports, ready, e.get("hostname"), e.get("zone"))
+                       for a in e.get("addresses") or [])
+    elif obj.get("kind") == "Endpoints":
+        for s in obj.get("subsets") or []:
+            ports = port_set_of(s.get("ports"))
+            for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+                out.extend(AddressEntry(a["ip"], ports, ready, a.get("hostname"))
+                           for a in s.get(key) or [])
+    return out

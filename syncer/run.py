@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from syncer.apirules import keep_valid
 from syncer.apply import ApplyResult, apply_plan
 from syncer.config import Config, load_config
-from syncer.desired import Desired, merge_sources, normalise_source
+from syncer.damping import MAX_KEPT, Damped, DampingSettings, damp
+from syncer.desired import AddressPolicy, Desired, merge_sources, normalise_source
 from syncer.errors import ConfigError, SourceError
 from syncer.model import ServiceSpec
 from syncer.ownership import JSON, owner_selector
@@ -64,7 +66,8 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
             specs = [s for s in specs if (s.namespace or config.namespace, s.name) not in held]
             normal, skipped = normalise_source(
                 source.name, specs, default_namespace=config.namespace,
-                scope=config.namespaces, deny=config.deny_cidrs, resolver=resolver)
+                scope=config.namespaces, policy=address_policy(config, source),
+                resolver=resolver)
             return source.name, normal, skipped | held
         except ConfigError:
             raise
@@ -103,6 +106,11 @@ def _skipped_by_provider(source: Source, default_namespace: str) -> set[tuple[st
                     extra={"source": source.name})
         held.add((ns, name))
     return held
+
+
+def address_policy(config: Config, source: Source) -> AddressPolicy:
+    return AddressPolicy.of(deny=[config.deny_cidrs, source.config.deny_cidrs],
+                            allow=[config.allow_cidrs, source.config.allow_cidrs])
 
 
 def render_settings(config: Config) -> RenderSettings:
@@ -166,20 +174,33 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
     """One run. With apply=False it stops after the plan (plan, run --dry-run)."""
     config = loaded.config
     desired = discover(loaded, resolver)
-    rendered = render_all(desired.specs, render_settings(config))
+    rendered = keep_valid(render_all(desired.specs, render_settings(config)), desired.skipped)
     kube = connect()
     current = read_cluster(kube, config, rendered)
+    damped = damp(desired.specs, rendered, current, DampingSettings(
+        config.owner, render_settings(config), config.misses(),
+        {s.name: address_policy(config, s) for s in loaded.sources}))
+    _warn_damped(damped)
     settings = PlanSettings(
         owner=config.owner, policy=config.policy, max_delete_ratio=config.max_delete_ratio,
         force=force, adopt=config.adopt, frozen_sources=frozenset(desired.failed_sources),
         allow_empty_sources=frozenset(s.name for s in config.sources if s.allow_empty),
-        kept_services=frozenset(desired.skipped))
-    plan = make_plan(rendered, current, settings)
+        kept_services=frozenset(desired.skipped), max_change_ratios=config.change_ratios())
+    plan = make_plan(damped.rendered, current, settings)
     _warn_held(plan)
     outcome = Outcome(plan, desired)
     if apply:
         outcome.applied = apply_plan(plan, kube, config.owner)
     return outcome
+
+
+def _warn_damped(damped: Damped) -> None:
+    for (ns, name), n in sorted(damped.kept.items()):
+        log.info("Service %s/%s: %d addresses missing from the source kept not ready "
+                 "(remove_after_misses)", ns, name, n)
+    for (ns, name), n in sorted(damped.trimmed.items()):
+        log.warning("Service %s/%s: %d missing addresses removed at once: more than %d were "
+                    "missing", ns, name, n, MAX_KEPT)
 
 
 def _warn_held(plan: Plan) -> None:
@@ -191,6 +212,10 @@ def _warn_held(plan: Plan) -> None:
         log.error("%d deletes held back: they exceed max_delete_ratio of the %d objects this "
                   "owner manages; check the sources, then run with --force to delete them",
                   len(ratio), plan.owned)
+    changing = {h.change.service: h.detail for h in plan.held if h.reason == "change-ratio"}
+    for (ns, name), detail in sorted(changing.items()):
+        log.warning("Service %s/%s: address writes held: over max_change_ratio (%s); check the "
+                    "source, then run with --force", ns, name, detail)
     emptied = sorted({h.change.service for h in plan.held if h.reason == "empty"})
     for ns, name in emptied:
         log.warning("Service %s/%s: its source now lists no address; the cluster's addresses "

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -83,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.status is not None:
                 err = errors.generic(fault.status, _fault_message(fault.status),
                                      fault.retry_after)
+                if fault.details is not None:
+                    err.details = {**(err.details or {}), **fault.details}
                 self._send(split.path, split.query, Response(err.code, err.status_body(),
                                                              err.headers))
                 return
@@ -142,6 +144,7 @@ class KubeApiServer:
         self.api = Api(self.store, lambda: self.url.removeprefix("http://"))
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
+        self._write_observers: list[Callable[[RecordedRequest], None]] = []
         self._httpd: _HttpServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -226,6 +229,16 @@ class KubeApiServer:
     def record(self, request: RecordedRequest) -> None:
         with self._requests_lock:
             self._requests.append(request)
+            observers = list(self._write_observers) if request.method in WRITE_METHODS else []
+        for observe in observers:
+            observe(request)
+
+    def observe_writes(self, observer: Callable[[RecordedRequest], None]) -> None:
+        """Call `observer` after every write request is answered by the store (before the
+        client sees the answer), e.g. to check an invariant of the stored state at every
+        step. It runs on the server's request thread: keep it quick."""
+        with self._requests_lock:
+            self._write_observers.append(observer)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -260,13 +273,17 @@ class KubeApiServer:
         delay: float = 0.0,
         drop: bool = False,
         times: int = 1,
+        after: int = 0,
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """The next `times` requests whose method matches (`*` for any) and whose path
-        matches `path_regex` (re.search, query excluded) are delayed by `delay` seconds,
-        then dropped without an answer (`drop`), answered with a Status of `status`
-        (429 carries Retry-After when `retry_after` is given), or else served normally."""
+        """The next `times` requests whose method matches (`*` for any, `POST|PUT` for
+        either) and whose path matches `path_regex` (re.search, query excluded) are delayed
+        by `delay` seconds, then dropped without an answer (`drop`), answered with a Status
+        of `status` (429 carries Retry-After when `retry_after` is given), or else served
+        normally. With `after`, the first `after` matching requests pass untouched;
+        `details` goes into the Status body (a 422's `causes`, say)."""
         self.faults.add(method, path_regex, status=status, retry_after=retry_after,
-                        delay=delay, drop=drop, times=times)
+                        delay=delay, drop=drop, times=times, after=after, details=details)
 
     def clear_faults(self) -> None:
         self.faults.clear()

@@ -358,6 +358,8 @@ class Store:
         obj = self._objects[res.plural].pop(key)
         if res is SERVICES and services.has_ip(obj["spec"]):
             self._ips.release(obj["spec"]["clusterIP"])
+        if res is SERVICES:  # kube-apiserver deletes the same-named Endpoints with it
+            self._objects[by_kind("Endpoints").plural].pop(key, None)
         if res is NAMESPACES:  # the namespace controller's work, done at once
             for other in ALL:
                 if other.namespaced:
