@@ -6,7 +6,9 @@ instances' own addresses, so Pods reach them through kube-proxy without Consul D
 
 One run: one catalog request (catalog mode only), then one health request per service with
 bounded concurrency. Any request that fails fails the whole source, so the core leaves every
-Service this source feeds exactly as it is.
+Service this source feeds exactly as it is; an answer that is not JSON or not of the expected
+shape counts as a failed request. One malformed instance (no or bad address or port) is left
+out with a warning instead: it must not freeze the source's other Services.
 """
 
 from __future__ import annotations

@@ -16,19 +16,6 @@ from pydantic import (
 )
 
 # The Kubernetes rules, each with its one message (the core applies the same ones).
-from syncer.names import (
-    address_problem,
-    annotations_problem,
-    app_protocol_problem,
-    external_name_problem,
-    hostname_problem,
-    labels_problem,
-    namespace_problem,
-    port_name_problem,
-    service_name_problem,
-    service_ports_problem,
-    zone_problem,
-)
 from syncer.plugin import (
     Backend,
     ConfigError,
@@ -36,9 +23,20 @@ from syncer.plugin import (
     ProviderOptions,
     ServicePort,
     ServiceSpec,
+    address_problem,
+    annotations_problem,
+    app_protocol_problem,
     canonical_ip,
     config_error_from,
+    external_name_problem,
+    hostname_problem,
+    labels_problem,
     load_document,
+    namespace_problem,
+    port_name_problem,
+    service_name_problem,
+    service_ports_problem,
+    zone_problem,
 )
 
 T = TypeVar("T")

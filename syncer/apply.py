@@ -121,7 +121,7 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
         try:
             done = _apply_one(change, kube, owner)
         except KubeError as e:
-            result.fail(f"{change.action} {change.kind} {change.name}: {e}")
+            result.fail(str(e))  # the API layer's message names the verb and the object
             # Any later write could take away what this one was to put in place (the old
             # addresses go only once the new ones are there): leave the rest as it is.
             if i + 1 < len(changes):

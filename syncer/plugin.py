@@ -20,7 +20,24 @@ from pydantic import BaseModel, ConfigDict
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
 from syncer.model import Backend, ServicePort, ServiceSpec
-from syncer.names import canonical_ip, is_dns_label, is_dns_name, is_port_name, is_service_name
+from syncer.names import (
+    address_problem,
+    annotations_problem,
+    app_protocol_problem,
+    canonical_ip,
+    external_name_problem,
+    hostname_problem,
+    is_dns_label,
+    is_dns_name,
+    is_port_name,
+    is_service_name,
+    labels_problem,
+    namespace_problem,
+    port_name_problem,
+    service_name_problem,
+    service_ports_problem,
+    zone_problem,
+)
 
 __all__ = [
     "Backend",
@@ -33,14 +50,25 @@ __all__ = [
     "SourceContext",
     "SourceError",
     "TransientSourceError",
+    "address_problem",
+    "annotations_problem",
+    "app_protocol_problem",
     "canonical_ip",
     "config_error_from",
+    "external_name_problem",
+    "hostname_problem",
     "import_optional",
     "is_dns_label",
     "is_dns_name",
     "is_port_name",
     "is_service_name",
+    "labels_problem",
     "load_document",
+    "namespace_problem",
+    "port_name_problem",
+    "service_name_problem",
+    "service_ports_problem",
+    "zone_problem",
 ]
 
 ENTRY_POINT_GROUP = "endpoints_sync.providers"

@@ -15,7 +15,8 @@ ACLs as Consul with `default_policy = deny`: no token reads as anonymous (empty 
 `X-Consul-Results-Filtered-By-ACLs: true`), an unknown token gets 403 "ACL not found".
 
 Faults: `fail(status, body)`, `hang()` (accepts, reads the request, never answers),
-`delay` (slow answers), `known_leader = False`. Every request is recorded without its token.
+`delay` (slow answers), `known_leader = False`, `raw_entries` (malformed health entries).
+Every request is recorded without its token.
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class ConsulDouble:
         self._nodes: dict[str, Node] = {}
         self._instances: dict[str, ServiceInstance] = {}
         self._faults: list[Fault] = []
+        self.raw_entries: dict[str, list[Any]] = {}
+        """Service name -> entries appended as they are to its health answers (malformed
+        data a real Consul would not produce, or an agent of another version might)."""
         self._index = itertools.count(10)
         self._last_index = 9
         self._lock = threading.Lock()
@@ -397,6 +401,7 @@ class ConsulDouble:
                 if expression and not matches(expression, entry):
                     continue
                 out.append(entry)
+            out += self.raw_entries.get(name, [])
         return out
 
     @staticmethod

@@ -112,6 +112,15 @@ def write_configs(folder: Path, consul: ConsulDouble, aws: AwsDouble) -> dict[st
         path.write_text("sources:\n  - {name: c, provider: consul, services: [payments], "
                         f"url: '{consul.url}', " + options[1:] + "\n")
         configs[name] = path
+    # YAML errors on the token's own line: the message must not quote the line.
+    for name, text in {
+        "yaml-syntax": f"    token: {CONSUL_TOKEN}: oops\n",
+        "yaml-unclosed": f"    token: \"{CONSUL_TOKEN}\n",
+        "yaml-duplicate": f"    token: {CONSUL_TOKEN}\n    token: {CONSUL_ENV_TOKEN}\n",
+    }.items():
+        path = folder / f"{name}.yaml"
+        path.write_text("sources:\n  - name: c\n    provider: consul\n" + text)
+        configs[name] = path
     return configs
 
 

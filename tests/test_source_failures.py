@@ -12,7 +12,6 @@ source's change is still written (except when the run stops) and nothing else is
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +183,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 # --- the ways a source breaks: each returns how to heal it ------------------------------
 
-Heal = Callable[[], None]
+Heal = Callable[[], object]
 
 
 def consul_down(w: World) -> Heal:
@@ -370,6 +369,11 @@ def test_healed_sources_find_nothing_to_change(world: World) -> None:
     assert world.kube.write_requests() == []
 
 
+def inner(body: str, tag: str) -> str:
+    """What the (first) element `tag` of an XML answer holds."""
+    return body.partition(f"<{tag}>")[2].partition(f"</{tag}>")[0]
+
+
 def test_one_malformed_item_drops_only_that_item(world: World) -> None:
     """A malformed Consul instance, EC2 instance or RDS instance is dropped with a warning
     naming the source, the Service and the item; the rest of its source syncs (exit 0).
@@ -380,11 +384,15 @@ def test_one_malformed_item_drops_only_that_item(world: World) -> None:
     world.consul.register("payments", "node-2", port=70000, service_id="payments-bad-port")
     world.consul.register("payments", "node-1", port=8443, address="203.0.113.5",
                           service_id="payments-good")
-    instance = DESCRIBE_INSTANCES.split("<instancesSet>")[1].split("</instancesSet>")[0]
+    world.consul.raw_entries["payments"] = [
+        "not an entry", None, {"Node": [], "Service": "x"},
+        {"Node": {"Node": "node-odd"}, "Service": {"ID": "payments-odd", "Port": True,
+                                                   "Address": 42, "Tags": "a,b"}}]
+    instance = inner(DESCRIBE_INSTANCES, "instancesSet")
     world.ec2.replies["DescribeInstances"] = Reply(200, DESCRIBE_INSTANCES.replace(
         "</instancesSet>", instance.replace("i-0000000000000001", "i-00000000000000bad")
         .replace("198.51.100.10", "999.1.2.3") + "</instancesSet>"))
-    db = DESCRIBE_DB_INSTANCES.split("<DBInstances>")[1].split("</DBInstances>")[0]
+    db = inner(DESCRIBE_DB_INSTANCES, "DBInstances")
     world.rds.replies["DescribeDBInstances"] = Reply(200, DESCRIBE_DB_INSTANCES.replace(
         "</DBInstances>", db.replace(RDS_HOST, "bad host name!").replace("billing", "ledger")
         + "</DBInstances>"))
@@ -400,6 +408,7 @@ def test_one_malformed_item_drops_only_that_item(world: World) -> None:
     assert warned("'consul-pay'", "'payments'", "'payments-bad-address'",
                   "neither an IP address nor a DNS name"), warnings
     assert warned("'consul-pay'", "'payments'", "'payments-bad-port'", "70000"), warnings
+    assert warned("'consul-pay'", "'payments-odd'", "no address"), warnings
     assert warned("'ec2-web'", "'web'", "i-00000000000000bad", "not an IP address"), warnings
     assert warned("'rds-db'", "DB instance ledger", "not a DNS name"), warnings
 
