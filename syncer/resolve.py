@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,10 @@ from typing import Protocol
 
 from syncer.errors import TransientSourceError
 from syncer.names import canonical_ip
+
+log = logging.getLogger("endpoints_sync")
+# getaddrinfo's answers for a name that does not exist (as opposed to a DNS failure).
+_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
 
 
 class Resolver(Protocol):
@@ -33,21 +38,34 @@ class SystemResolver:
 
 def resolve_names(names: Iterable[str], resolver: Resolver, source: str,
                   workers: int = 8) -> dict[str, list[str]]:
-    """Resolve every name, concurrently; one failure fails the whole source."""
+    """Resolve every name, concurrently.
+
+    A name the DNS says does not exist (NXDOMAIN, no address) is one bad item: it maps to no
+    address and is dropped with a warning, while the source's other names still count. But
+    when no name at all resolves, or the DNS fails in any other way (timeout, SERVFAIL), the
+    DNS itself is in doubt and the whole source fails, so its Services are left as they are.
+    """
     unique = sorted(set(names))
     if not unique:
         return {}
 
-    def one(name: str) -> tuple[str, list[str]]:
+    def one(name: str) -> tuple[str, list[str] | str]:
         try:
             found = resolver.resolve(name)
         except OSError as e:
-            raise TransientSourceError(f"source {source!r}: cannot resolve {name!r}: "
-                                       f"{e.strerror or e}") from None
+            why = f"cannot resolve {name!r}: {e.strerror or e}"
+            if e.errno in _NO_SUCH_NAME:
+                return name, why
+            raise TransientSourceError(f"source {source!r}: {why}") from None
         ips = sorted({ip for ip in (canonical_ip(a) for a in found) if ip is not None})
-        if not ips:
-            raise TransientSourceError(f"source {source!r}: {name!r} has no IP address")
-        return name, ips
+        return name, ips or f"{name!r} has no IP address"
 
     with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
-        return dict(pool.map(one, unique))
+        answers = dict(pool.map(one, unique))
+    unresolved = {n: why for n, why in answers.items() if isinstance(why, str)}
+    if len(unresolved) == len(answers):
+        raise TransientSourceError(f"source {source!r}: {next(iter(unresolved.values()))}")
+    for why in unresolved.values():
+        log.warning("source %r: %s; its backends are dropped this run", source, why,
+                    extra={"source": source})
+    return {n: ips for n, ips in answers.items() if not isinstance(ips, str)}

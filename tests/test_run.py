@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from syncer.kube import Kube, connect
@@ -26,7 +27,7 @@ class FakeResolver:
     def resolve(self, name: str) -> list[str]:
         self.asked.append(name)
         if self.answers is None:
-            raise OSError(-2, "Name or service not known")
+            raise OSError(socket.EAI_NONAME, "Name or service not known")
         return self.answers[name]
 
 
@@ -80,3 +81,45 @@ def test_hosts_map_answers_without_dns(tmp_path: Path) -> None:
 
     resolver = SystemResolver({"DB-1.Example.Internal.": ["192.0.2.9"]})
     assert resolver.resolve("db-1.example.internal") == ["192.0.2.9"]
+
+
+def test_one_name_that_does_not_exist_is_dropped_while_the_others_sync(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(INVENTORY + "      - {address: db-2.example.internal}\n")
+
+    class OneMissing(FakeResolver):
+        def resolve(self, name: str) -> list[str]:
+            if name == "db-1.example.internal":
+                raise OSError(socket.EAI_NONAME, "Name or service not known")
+            return ["192.0.2.8"]
+
+    def client() -> Kube:
+        return connect(str(kubeconfig))
+
+    outcome = sync(load(str(config)), client, apply=True, resolver=OneMissing(None))
+    assert outcome.exit_code == 0
+    assert outcome.desired.failed_sources == {}
+    assert addresses(kube) == ["192.0.2.5", "192.0.2.8"]
+
+
+def test_a_dns_failure_other_than_no_such_name_fails_the_source(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    (tmp_path / "inventory.yaml").write_text(
+        INVENTORY + "      - {address: db-2.example.internal}\n")
+
+    class Flaky(FakeResolver):
+        def resolve(self, name: str) -> list[str]:
+            if name == "db-1.example.internal":
+                raise OSError(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return ["192.0.2.8"]
+
+    def client() -> Kube:
+        return connect(str(kubeconfig))
+
+    outcome = sync(load(str(config)), client, apply=True, resolver=Flaky(None))
+    assert outcome.exit_code == 1
+    assert "Temporary failure" in outcome.desired.failed_sources["inv"]
+    assert kube.write_requests() == []
