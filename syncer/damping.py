@@ -19,6 +19,7 @@ What it does not touch:
 - The empty guard: `address_count` stays what the source listed, so a Service whose source
   lists nothing is still held (unless allow_empty; then its addresses go after N runs).
 - An address the address policy now refuses is never kept; ExternalName has no addresses.
+- An address still listed, on other ports, has not vanished: its old port set just goes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from syncer.render import (
     RenderedService,
     RenderSettings,
     address_entries,
-    port_set,
     render,
 )
 
@@ -122,15 +122,15 @@ def _owned_address_objects(current: Iterable[JSON], owner: str) -> dict[ServiceK
 def _kept(spec: ServiceSpec, mine: list[JSON], limit: int,
           policy: AddressPolicy) -> dict[Ident, tuple[int, AddressEntry]]:
     """The missing addresses to keep, with their new miss counts."""
-    wanted = {(b.address, port_set(spec, b)) for b in spec.backends}
+    listed = {b.address for b in spec.backends}
     port_names = {p.name for p in spec.ports}
     seen = _recorded_misses(mine)
     missing: dict[Ident, AddressEntry] = {}
     for obj in mine:
         for e in address_entries(obj):
             ident = (e.address, e.ports)
-            if ident in wanted or not all(name in port_names for name, _ in e.ports):
-                continue  # listed, or of a port the Service no longer has
+            if e.address in listed or not all(name in port_names for name, _ in e.ports):
+                continue  # still listed (perhaps on other ports), or of a port now gone
             prior = missing.get(ident)
             missing[ident] = e if prior is None else dataclasses.replace(
                 prior, hostname=prior.hostname or e.hostname, zone=prior.zone or e.zone)

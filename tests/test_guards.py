@@ -394,3 +394,11 @@ def test_damping_off_behaves_as_before(kube: KubeApiServer, kubeconfig: Path,
     assert f"{GONE}:8081" not in pairs(kube, "ocs-external-rgw-lb")
     assert not any(MISSES in (o["metadata"].get("annotations") or {})
                    for o in objects_of(kube, ""))
+
+
+def test_an_address_moved_to_other_ports_is_not_kept_on_the_old_ones() -> None:
+    state = cluster(rgw_spec())
+    moved = rgw_spec(ports=(9090, 9091))
+    _, state = one_run([moved], state, 3)
+    assert {p for _, _, p in addresses(state)} == {9090, 9091}
+    assert misses_of(state) == {}
