@@ -23,3 +23,21 @@ def kube() -> Iterator[KubeApiServer]:
 def kubeconfig(kube: KubeApiServer, tmp_path: Path) -> Path:
     """A kubeconfig file whose current context is the `kube` server."""
     return kube.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+# End-to-end modules: the CLI in subprocesses, fault sweeps, races, provider doubles.
+SLOW_MODULES = frozenset({
+    "test_aws_e2e", "test_consul_e2e", "test_e2e_static", "test_immutable_changes",
+    "test_kill_and_race", "test_kube_faults", "test_make_before_break", "test_secrets",
+    "test_source_failures",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark end-to-end tests `slow`: whole e2e modules, and any test that syncs through a
+    kubeconfig. `pytest -m "not slow"` (make test-fast) runs the rest in seconds."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) \
+            else ""
+        if module in SLOW_MODULES or "kubeconfig" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
