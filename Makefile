@@ -21,8 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Three workers on two cores: the end-to-end tests spend much of their time waiting.
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 3
 
 test-fast: lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
