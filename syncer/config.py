@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,10 +17,9 @@ from pydantic import (
 
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError
-from syncer.names import namespace_problem
+from syncer.names import label_value_problem, namespace_problem
 
 MAX_MISSES = 1000  # runs; the miss counts live in annotations, which must stay small
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 
@@ -44,10 +42,7 @@ class SourceConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_label_value(cls, v: str) -> str:
-        if not LABEL_VALUE.match(v):
-            raise ValueError("expected letters, digits, '-', '_' or '.', starting and ending "
-                             "with a letter or digit (it is written as an annotation value)")
-        return v
+        return _label_value(v, "source name (a label value)")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -77,10 +72,7 @@ class Config(BaseModel):
     @field_validator("owner")
     @classmethod
     def _owner_is_label_value(cls, v: str) -> str:
-        if not LABEL_VALUE.match(v):
-            raise ValueError("expected a Kubernetes label value: letters, digits, '-', '_' or "
-                             "'.', starting and ending with a letter or digit, at most 63")
-        return v
+        return _label_value(v, "owner id (a label value)")
 
     @field_validator("namespace")
     @classmethod
@@ -134,6 +126,13 @@ class Config(BaseModel):
     def misses(self) -> dict[str, int]:
         """Per source: remove_after_misses (the source's value wins)."""
         return {s.name: s.remove_after_misses or self.remove_after_misses for s in self.sources}
+
+
+def _label_value(v: str, what: str) -> str:
+    problem = label_value_problem(v, what)
+    if problem:
+        raise ValueError(problem)
+    return v
 
 
 def _check_namespace(v: str) -> str:
