@@ -34,8 +34,7 @@ from syncer.plugin import (
     Provider,
     ServicePort,
     ServiceSpec,
-    canonical_ip,
-    is_dns_name,
+    address_problem,
     is_service_name,
 )
 
@@ -101,8 +100,8 @@ class Database:
 
 def _endpoint_problem(address: str, port: int) -> str | None:
     """What is wrong with an endpoint RDS returned, if anything."""
-    if canonical_ip(address) is None and not is_dns_name(address):
-        return f"address {address[:80]!r} is not a DNS name"
+    if (problem := address_problem(address)) is not None:
+        return f"address: {problem}"
     if not 1 <= port <= 65535:
         return f"port {port} is not a port number (1-65535)"
     return None

@@ -36,10 +36,9 @@ from syncer.plugin import (
     ServiceSpec,
     SourceError,
     TransientSourceError,
-    canonical_ip,
+    address_problem,
     import_optional,
     is_dns_label,
-    is_dns_name,
     is_port_name,
     is_service_name,
 )
@@ -360,8 +359,8 @@ def _endpoint_problem(address: str, port: int) -> str | None:
     """
     if not address:
         return "it has no address"
-    if canonical_ip(address) is None and not is_dns_name(address):
-        return f"its address {address[:80]!r} is neither an IP address nor a DNS name"
+    if (problem := address_problem(address)) is not None:
+        return f"its address: {problem}"
     if not port:
         return "it has no port (set `port`)"
     if not is_port_number(port):

@@ -406,11 +406,11 @@ def test_one_malformed_item_drops_only_that_item(world: World) -> None:
         return any(all(p in w for p in parts) for w in warnings)
 
     assert warned("'consul-pay'", "'payments'", "'payments-bad-address'",
-                  "neither an IP address nor a DNS name"), warnings
+                  "expected an IP address or a DNS name"), warnings
     assert warned("'consul-pay'", "'payments'", "'payments-bad-port'", "70000"), warnings
     assert warned("'consul-pay'", "'payments-odd'", "no address"), warnings
     assert warned("'ec2-web'", "'web'", "i-00000000000000bad", "not an IP address"), warnings
-    assert warned("'rds-db'", "DB instance ledger", "not a DNS name"), warnings
+    assert warned("'rds-db'", "DB instance ledger", "expected an IP address or a DNS name"), warnings
 
     def ready_ips(service: str) -> list[str]:
         ep = world.kube.get_object("Endpoints", NAMESPACE, service)
