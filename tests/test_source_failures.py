@@ -410,7 +410,8 @@ def test_one_malformed_item_drops_only_that_item(world: World) -> None:
     assert warned("'consul-pay'", "'payments'", "'payments-bad-port'", "70000"), warnings
     assert warned("'consul-pay'", "'payments-odd'", "no address"), warnings
     assert warned("'ec2-web'", "'web'", "i-00000000000000bad", "not an IP address"), warnings
-    assert warned("'rds-db'", "DB instance ledger", "expected an IP address or a DNS name"), warnings
+    assert warned("'rds-db'", "DB instance ledger",
+                  "expected an IP address or a DNS name"), warnings
 
     def ready_ips(service: str) -> list[str]:
         ep = world.kube.get_object("Endpoints", NAMESPACE, service)
