@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
@@ -24,6 +25,18 @@ MAX_MISSES = 1000  # runs; the miss counts live in annotations, which must stay 
 
 
 
+
+def _written_as_text(value: object) -> object:
+    """An address or network must be written as text: pydantic would read `1` or `true` as
+    0.0.0.1."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address or CIDR as a string, got {type(value).__name__}")
+    return value
+
+
+NetworkText = Annotated[IPvAnyNetwork, BeforeValidator(_written_as_text)]
+AddressText = Annotated[IPvAnyAddress, BeforeValidator(_written_as_text)]
+
 class SourceConfig(BaseModel):
     """One entry of `sources`: the core's keys; the provider's options are kept aside."""
 
@@ -33,8 +46,8 @@ class SourceConfig(BaseModel):
     provider: str = Field(min_length=1)
     allow_empty: bool = Field(default=False, strict=True)
     # Added to the config-level lists for this source's addresses (syncer.desired.AddressPolicy).
-    deny_cidrs: tuple[IPvAnyNetwork, ...] = ()
-    allow_cidrs: tuple[IPvAnyNetwork, ...] = ()
+    deny_cidrs: tuple[NetworkText, ...] = ()
+    allow_cidrs: tuple[NetworkText, ...] = ()
     # Guards (syncer.plan, syncer.damping); None: the config-level value applies.
     max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
     remove_after_misses: int | None = Field(default=None, ge=1, le=MAX_MISSES, strict=True)
@@ -64,9 +77,9 @@ class Config(BaseModel):
     """Hold a Service's address writes that change more than this share (None, 0: off)."""
     remove_after_misses: int = Field(default=1, ge=1, le=MAX_MISSES, strict=True)
     """Remove a vanished address on the Nth run it is missing (1: at once)."""
-    deny_cidrs: tuple[IPvAnyNetwork, ...] = ()
-    allow_cidrs: tuple[IPvAnyNetwork, ...] = ()
-    hosts: dict[str, tuple[IPvAnyAddress, ...]] = Field(default_factory=dict)
+    deny_cidrs: tuple[NetworkText, ...] = ()
+    allow_cidrs: tuple[NetworkText, ...] = ()
+    hosts: dict[str, tuple[AddressText, ...]] = Field(default_factory=dict)
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
 
     @field_validator("owner")
