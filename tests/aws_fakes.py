@@ -209,3 +209,22 @@ class AwsDouble:
                 """Quiet: pytest shows failures, not every request."""
 
         return Handler
+
+
+# One running EC2 instance and one available RDS instance, as the AWS APIs answer them.
+RDS_HOST = "billing.c1abcdefghij.us-east-1.rds.amazonaws.com"
+DESCRIBE_INSTANCES = (
+    '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+    "<requestId>1</requestId><reservationSet><item><reservationId>r-1</reservationId>"
+    "<instancesSet><item><instanceId>i-0000000000000001</instanceId>"
+    "<instanceState><code>16</code><name>running</name></instanceState>"
+    "<privateIpAddress>198.51.100.10</privateIpAddress>"
+    "<placement><availabilityZone>us-east-1a</availabilityZone></placement>"
+    "</item></instancesSet></item></reservationSet></DescribeInstancesResponse>")
+DESCRIBE_DB_INSTANCES = (
+    "<DescribeDBInstancesResponse><DescribeDBInstancesResult><DBInstances><DBInstance>"
+    "<DBInstanceIdentifier>billing</DBInstanceIdentifier>"
+    "<DBInstanceStatus>available</DBInstanceStatus>"
+    f"<Endpoint><Address>{RDS_HOST}</Address><Port>5432</Port></Endpoint>"
+    "<AvailabilityZone>us-east-1a</AvailabilityZone></DBInstance></DBInstances>"
+    "</DescribeDBInstancesResult></DescribeDBInstancesResponse>")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from syncer.model import Backend, ServicePort, ServiceSpec
 
 HTTP = (ServicePort("http", 80),)
@@ -20,3 +22,12 @@ def simple_spec(name: str, addresses: list[str], namespace: str = "external",
                 source: str = "src", port: int = 5432) -> ServiceSpec:
     return ServiceSpec(name=name, namespace=namespace, ports=(ServicePort("db", port),),
                        backends=tuple(Backend(a) for a in addresses), source=source)
+
+
+def rgw_entry(addresses: range | list[int] = range(50, 56), *,
+              ports: tuple[int, ...] = (8080, 8081),
+              name: str = "ocs-external-rgw-lb") -> dict[str, Any]:
+    """The article's example as a static inventory entry: gateways 192.0.2.<addresses>."""
+    return {"name": name, "namespace": "storage", "ports": [{"name": "http", "port": 80}],
+            "endpoints": [{"address": f"192.0.2.{i}", "port": p}
+                          for i in addresses for p in ports]}

@@ -17,16 +17,10 @@ import yaml
 
 from tests.cli import cli, run_sync
 from tests.kubeapi import KubeApiServer
+from tests.specs import rgw_entry
 
 JSON = dict[str, Any]
 OWNED = {"app.kubernetes.io/managed-by": "endpoints-sync", "endpoints-sync.io/owner": "cluster-a"}
-
-
-def rgw_service(addresses: range = range(50, 56), ports: tuple[int, ...] = (8080, 8081),
-                name: str = "ocs-external-rgw-lb") -> JSON:
-    return {"name": name, "namespace": "storage", "ports": [{"name": "http", "port": 80}],
-            "endpoints": [{"address": f"192.0.2.{i}", "port": p}
-                          for i in addresses for p in ports]}
 
 
 def write(tmp: Path, services: list[JSON], policy: str = "sync", extra: str = "") -> Path:
@@ -61,7 +55,7 @@ def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
 
 def test_article_example_first_run_second_run_and_removals(
         kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service(), rgw_service(range(60, 62), name="other")])
+    config = write(tmp_path, [rgw_entry(), rgw_entry(range(60, 62), name="other")])
     err = ok(run_sync(config, kubeconfig))
     assert "summary created=8 updated=0 deleted=0" in err
     first = kube.write_requests()
@@ -92,9 +86,9 @@ def test_article_example_first_run_second_run_and_removals(
     assert "created=0 updated=0 deleted=0 unchanged=8" in err
 
     # One address+port removed: exactly it disappears, from the slice and the Endpoints.
-    smaller = rgw_service()
+    smaller = rgw_entry()
     smaller["endpoints"].remove({"address": "192.0.2.55", "port": 8081})
-    write(tmp_path, [smaller, rgw_service(range(60, 62), name="other")])
+    write(tmp_path, [smaller, rgw_entry(range(60, 62), name="other")])
     kube.reset_requests()
     ok(run_sync(config, kubeconfig))
     assert sorted(r.method for r in kube.write_requests()) == ["PUT", "PUT"]
@@ -114,17 +108,17 @@ def test_article_example_first_run_second_run_and_removals(
 
 def test_upsert_only_never_deletes_and_create_only_never_updates(
         kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service(), rgw_service(range(60, 62), name="other")])
+    config = write(tmp_path, [rgw_entry(), rgw_entry(range(60, 62), name="other")])
     ok(run_sync(config, kubeconfig))
 
-    write(tmp_path, [rgw_service(range(50, 53))], policy="upsert-only")
+    write(tmp_path, [rgw_entry(range(50, 53))], policy="upsert-only")
     kube.reset_requests()
     ok(run_sync(config, kubeconfig))
     assert {r.method for r in kube.write_requests()} == {"PUT"}
     assert kube.get_object("Service", "storage", "other") is not None
     assert len(slice_pairs(kube, "ocs-external-rgw-lb")) == 6
 
-    write(tmp_path, [rgw_service(range(50, 51)), rgw_service(name="brand-new")],
+    write(tmp_path, [rgw_entry(range(50, 51)), rgw_entry(name="brand-new")],
           policy="create-only")
     kube.reset_requests()
     ok(run_sync(config, kubeconfig))
@@ -135,7 +129,7 @@ def test_upsert_only_never_deletes_and_create_only_never_updates(
 
 def test_plan_render_validate_write_nothing(kube: KubeApiServer, kubeconfig: Path,
                                             tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     plan = cli("plan", "-c", config, "--kubeconfig", kubeconfig)
     ok(plan)
     assert "+ create Service storage/ocs-external-rgw-lb" in plan.stdout
@@ -144,7 +138,7 @@ def test_plan_render_validate_write_nothing(kube: KubeApiServer, kubeconfig: Pat
     assert kube.write_requests() == []
 
     ok(run_sync(config, kubeconfig))
-    smaller = rgw_service()
+    smaller = rgw_entry()
     smaller["endpoints"].remove({"address": "192.0.2.52", "port": 8080})
     smaller["endpoints"].append({"address": "192.0.2.99", "port": 8080})
     write(tmp_path, [smaller])
@@ -178,7 +172,7 @@ def ok_stdout(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_config_from_environment_variable(kube: KubeApiServer, kubeconfig: Path,
                                           tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     result = cli("run", "--kubeconfig", kubeconfig, env={"ENDPOINTS_SYNC_CONFIG": str(config)})
     ok(result)
     assert kube.get_object("Service", "storage", "ocs-external-rgw-lb") is not None
@@ -207,8 +201,8 @@ def test_foreign_objects_are_never_touched(kube: KubeApiServer, kubeconfig: Path
                                   "ports": [{"port": 80}]}]})
     before = {k: kube.list_objects(k, "storage") for k in ("Service", "Endpoints")}
 
-    config = write(tmp_path, [rgw_service(name="with-selector"), rgw_service(name="hand-made"),
-                              rgw_service(name="mine")])
+    config = write(tmp_path, [rgw_entry(name="with-selector"), rgw_entry(name="hand-made"),
+                              rgw_entry(name="mine")])
     result = run_sync(config, kubeconfig)
     err = ok(result, 1)
     assert "with-selector" in err and "selector" in err
@@ -221,7 +215,7 @@ def test_foreign_objects_are_never_touched(kube: KubeApiServer, kubeconfig: Path
         for obj in objects:
             assert obj in after[kind]
     # Another owner's objects in the same namespace survive a prune of ours.
-    write(tmp_path, [rgw_service(name="mine"), rgw_service(name="mine2")])
+    write(tmp_path, [rgw_entry(name="mine"), rgw_entry(name="mine2")])
     ok(run_sync(config, kubeconfig))
     assert kube.get_object("Service", "storage", "theirs") is not None
     assert kube.get_object("Endpoints", "storage", "theirs") is not None
@@ -272,9 +266,9 @@ def test_special_addresses_are_dropped_with_a_warning(kube: KubeApiServer, kubec
 
 def test_missing_namespace_fails_that_service_only(kube: KubeApiServer, kubeconfig: Path,
                                                    tmp_path: Path) -> None:
-    lost = rgw_service(name="lost")
+    lost = rgw_entry(name="lost")
     lost["namespace"] = "nowhere"
-    config = write(tmp_path, [lost, rgw_service()])
+    config = write(tmp_path, [lost, rgw_entry()])
     err = ok(run_sync(config, kubeconfig), 1)
     assert 'namespaces "nowhere" not found' in err
     assert "failed_writes=1" in err
@@ -283,11 +277,11 @@ def test_missing_namespace_fails_that_service_only(kube: KubeApiServer, kubeconf
 
 def test_empty_guard_and_allow_empty(kube: KubeApiServer, kubeconfig: Path,
                                      tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service(), rgw_service(name="b")])
+    config = write(tmp_path, [rgw_entry(), rgw_entry(name="b")])
     ok(run_sync(config, kubeconfig))
-    emptied = rgw_service()
+    emptied = rgw_entry()
     emptied["endpoints"] = []
-    write(tmp_path, [emptied, rgw_service(name="b")])
+    write(tmp_path, [emptied, rgw_entry(name="b")])
     err = ok(run_sync(config, kubeconfig), 1)
     assert "allow_empty" in err
     assert len(slice_pairs(kube, "ocs-external-rgw-lb")) == 12
@@ -300,9 +294,9 @@ def test_empty_guard_and_allow_empty(kube: KubeApiServer, kubeconfig: Path,
 
 def test_delete_ratio_guard_holds_until_force(kube: KubeApiServer, kubeconfig: Path,
                                               tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service(name=n) for n in ("a", "b", "c")])
+    config = write(tmp_path, [rgw_entry(name=n) for n in ("a", "b", "c")])
     ok(run_sync(config, kubeconfig))
-    write(tmp_path, [rgw_service(name="a")])
+    write(tmp_path, [rgw_entry(name="a")])
     kube.reset_requests()
     err = ok(run_sync(config, kubeconfig), 1)
     assert "--force" in err
@@ -317,7 +311,7 @@ def test_transient_api_errors_are_retried(kube: KubeApiServer, kubeconfig: Path,
     kube.inject_fault("POST", r"/services$", status=429, retry_after=1)
     kube.inject_fault("GET", r"/endpointslices", status=500)
     kube.inject_fault("PUT", r".*", status=503)
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     ok(run_sync(config, kubeconfig))
     posts = [r for r in kube.requests if r.method == "POST" and r.path.endswith("/services")]
     assert [r.status for r in posts] == [429, 201]
@@ -328,7 +322,7 @@ def test_unreachable_cluster_exits_1(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     with KubeApiServer() as server:
         server.write_kubeconfig(kubeconfig)
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     result = run_sync(config, kubeconfig)
     assert result.returncode == 1
     assert "Kubernetes API" in result.stderr
@@ -338,7 +332,7 @@ def test_kubectl_reads_what_the_syncer_wrote(kube: KubeApiServer, kubeconfig: Pa
                                              tmp_path: Path) -> None:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl must be on the PATH for this test"
-    ok(run_sync(write(tmp_path, [rgw_service()]), kubeconfig))
+    ok(run_sync(write(tmp_path, [rgw_entry()]), kubeconfig))
     base = [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache")]
     out = subprocess.run([*base, "get",
                           "svc,endpoints,endpointslices", "-A", "-o", "json"],
@@ -367,13 +361,13 @@ def test_bad_command_line_exits_2(args: list[str]) -> None:
 
 def test_interval_loop_follows_the_inventory_and_stops_on_sigterm(
         kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     proc = subprocess.Popen([sys.executable, "-m", "syncer", "run", "-c", str(config),
                              "--kubeconfig", str(kubeconfig), "--interval", "0.3"],
                             stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: len(slice_pairs(kube, "ocs-external-rgw-lb")) == 12)
-        write(tmp_path, [rgw_service(range(50, 52))])
+        write(tmp_path, [rgw_entry(range(50, 52))])
         assert wait_for(lambda: len(slice_pairs(kube, "ocs-external-rgw-lb")) == 4)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -399,10 +393,10 @@ def test_adopt_takes_over_a_hand_kept_endpoints(kube: KubeApiServer, kubeconfig:
                      "metadata": {"name": "ocs-external-rgw-lb", "namespace": "storage"},
                      "subsets": [{"addresses": [{"ip": "192.0.2.40"}],
                                   "ports": [{"name": "http", "port": 8080}]}]})
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     ok(run_sync(config, kubeconfig), 1)
     assert endpoints_pairs(kube, "ocs-external-rgw-lb") == {"192.0.2.40:8080"}
-    write(tmp_path, [rgw_service()], extra="adopt: true\n")
+    write(tmp_path, [rgw_entry()], extra="adopt: true\n")
     ok(run_sync(config, kubeconfig))
     assert len(endpoints_pairs(kube, "ocs-external-rgw-lb")) == 12
     svc = kube.get_object("Service", "storage", "ocs-external-rgw-lb")
@@ -411,7 +405,7 @@ def test_adopt_takes_over_a_hand_kept_endpoints(kube: KubeApiServer, kubeconfig:
 
 def test_json_logs_are_one_object_per_line(kube: KubeApiServer, kubeconfig: Path,
                                            tmp_path: Path) -> None:
-    config = write(tmp_path, [rgw_service()])
+    config = write(tmp_path, [rgw_entry()])
     err = ok(run_sync(config, kubeconfig, "--log-format", "json"))
     lines = [json.loads(line) for line in err.splitlines()]
     assert all({"time", "level", "msg"} <= line.keys() for line in lines)

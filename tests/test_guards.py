@@ -22,7 +22,7 @@ from syncer.plan import Plan, PlanSettings, make_plan
 from syncer.render import RenderSettings, address_entries, render
 from tests.cli import cli, run_sync
 from tests.kubeapi import KubeApiServer
-from tests.specs import HTTP, rgw_spec, simple_spec
+from tests.specs import HTTP, rgw_entry, rgw_spec, simple_spec
 from tests.test_plan import apply, cluster
 
 JSON = dict[str, Any]
@@ -268,13 +268,6 @@ def test_config_errors_name_the_field(tmp_path: Path, top: str, source: str,
 
 
 # --- through the CLI ---------------------------------------------------------------------
-
-def rgw_entry(addresses: range | list[int] = range(50, 56), name: str = "ocs-external-rgw-lb",
-              ports: tuple[int, ...] = (8080, 8081)) -> JSON:
-    return {"name": name, "namespace": "storage", "ports": [{"name": "http", "port": 80}],
-            "endpoints": [{"address": f"192.0.2.{i}", "port": p}
-                          for i in addresses for p in ports]}
-
 
 def write(tmp: Path, services: list[JSON], top: str = "", source: str = "") -> Path:
     (tmp / "inventory.yaml").write_text(yaml.safe_dump({"services": services}))

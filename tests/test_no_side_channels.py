@@ -20,9 +20,12 @@ import pytest
 import yaml
 
 from tests.aws_fakes import (
+    DESCRIBE_DB_INSTANCES,
+    DESCRIBE_INSTANCES,
     EMPTY_DESCRIBE_DB_CLUSTERS,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
+    RDS_HOST,
     AwsDouble,
     Reply,
 )
@@ -168,20 +171,6 @@ sys.exit(main(sys.argv[2:]))
 """
 BACKENDS = ["192.0.2.50", "192.0.2.51", "203.0.113.1", "203.0.113.2", "198.51.100.10",
             "198.51.100.20"]
-RDS_HOST = "billing.c1abcdefghij.us-east-1.rds.amazonaws.com"
-DESCRIBE_INSTANCES = (
-    '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
-    "<requestId>1</requestId><reservationSet><item><reservationId>r-1</reservationId>"
-    "<instancesSet><item><instanceId>i-0000000000000001</instanceId>"
-    "<instanceState><code>16</code><name>running</name></instanceState>"
-    "<privateIpAddress>198.51.100.10</privateIpAddress>"
-    "</item></instancesSet></item></reservationSet></DescribeInstancesResponse>")
-DESCRIBE_DB_INSTANCES = (
-    "<DescribeDBInstancesResponse><DescribeDBInstancesResult><DBInstances><DBInstance>"
-    "<DBInstanceIdentifier>billing</DBInstanceIdentifier>"
-    "<DBInstanceStatus>available</DBInstanceStatus>"
-    f"<Endpoint><Address>{RDS_HOST}</Address><Port>5432</Port></Endpoint>"
-    "</DBInstance></DBInstances></DescribeDBInstancesResult></DescribeDBInstancesResponse>")
 
 
 @pytest.fixture

@@ -21,10 +21,13 @@ import pytest
 import yaml
 
 from tests.aws_fakes import (
+    DESCRIBE_DB_INSTANCES,
+    DESCRIBE_INSTANCES,
     EMPTY_DESCRIBE_DB_CLUSTERS,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
     FAKE_SESSION_TOKEN,
+    RDS_HOST,
     AwsDouble,
     Reply,
     closed_port,
@@ -37,24 +40,8 @@ from tests.kubeapi import KubeApiServer
 
 NAMESPACE = "external"
 TOKEN = "consul-acl-token-for-failures"
-RDS_HOST = "billing.c1abcdefghij.us-east-1.rds.amazonaws.com"
 JSON = dict[str, Any]
 
-DESCRIBE_INSTANCES = (
-    '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
-    "<requestId>1</requestId><reservationSet><item><reservationId>r-1</reservationId>"
-    "<instancesSet><item><instanceId>i-0000000000000001</instanceId>"
-    "<instanceState><code>16</code><name>running</name></instanceState>"
-    "<privateIpAddress>198.51.100.10</privateIpAddress>"
-    "<placement><availabilityZone>us-east-1a</availabilityZone></placement>"
-    "</item></instancesSet></item></reservationSet></DescribeInstancesResponse>")
-DESCRIBE_DB_INSTANCES = (
-    "<DescribeDBInstancesResponse><DescribeDBInstancesResult><DBInstances><DBInstance>"
-    "<DBInstanceIdentifier>billing</DBInstanceIdentifier>"
-    "<DBInstanceStatus>available</DBInstanceStatus>"
-    f"<Endpoint><Address>{RDS_HOST}</Address><Port>5432</Port></Endpoint>"
-    "<AvailabilityZone>us-east-1a</AvailabilityZone></DBInstance></DBInstances>"
-    "</DescribeDBInstancesResult></DescribeDBInstancesResponse>")
 
 PLUGIN = '''
 from pathlib import Path
