@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PLUGIN := examples/plugins/endpoints-sync-csv
 
 .PHONY: install demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+# The example third-party plugin is installed like any other distribution, so `make test`
+# runs its contract tests and syncs through it; --no-deps: its one dependency,
+# endpoints-sync, is the checkout installed just before (pip must not fetch it from PyPI).
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e $(PLUGIN)
 	touch $(STAMP)
 
 install: $(STAMP)

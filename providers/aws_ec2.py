@@ -2,37 +2,39 @@
 
 Selection happens on the server (DescribeInstances filters), every page is read, regions are
 queried concurrently. Each instance contributes one address of its primary network interface
-(DeviceIndex 0); instances are grouped into Services by a fixed name or by a tag's value.
+(DeviceIndex 0); instances are grouped into Services by a fixed name or by a tag's value, and
+the Service port follows the API's one port rule (`group_services`): `port`/`ports` win,
+otherwise the instances' port tag, and a Service whose instances disagree is left as it is.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from providers.aws_session import (
     AwsAccess,
     AwsOptions,
-    Port,
-    PortName,
-    ServiceName,
     TagKey,
     TagValues,
     tag_map,
     tag_values,
-    warn,
 )
 from syncer.plugin import (
     Backend,
+    Discovery,
+    PortName,
+    PortNumber,
     Provider,
+    ServiceName,
     ServicePort,
-    ServiceSpec,
     canonical_ip,
-    is_service_name,
+    group_services,
+    service_name_problem,
 )
 
 if TYPE_CHECKING:
@@ -50,10 +52,13 @@ AddressKind = Literal["private", "public", "ipv6"]
 class Ec2Filter(BaseModel):
     """One raw DescribeInstances filter, spelled as in the EC2 API."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              hide_input_in_errors=True)
 
     Name: Annotated[str, StringConstraints(min_length=1)]
+    """The filter name, e.g. `vpc-id` or `instance-type`."""
     Values: Annotated[list[str], Field(min_length=1)]
+    """Values to match, any of them."""
 
 
 class Ec2Options(AwsOptions):
@@ -65,12 +70,21 @@ class Ec2Options(AwsOptions):
     """Raw DescribeInstances filters, ANDed with `tags` and `states`."""
     states: Annotated[list[InstanceState], Field(min_length=1)] = Field(
         default_factory=lambda: list[InstanceState](["running"]))
+    """Instance states to select; instances in a listed state other than `running` are
+    published not ready."""
     address: AddressKind = "private"
+    """Which address of the primary network interface a backend gets."""
     service: ServiceName | None = None
+    """All matched instances back this one Service."""
     service_tag: TagKey | None = None
-    port: Port | None = None
-    ports: Annotated[dict[PortName, Port], Field(min_length=1)] | None = None
+    """One Service per value of this tag; instances without it are not selected."""
+    port: PortNumber | None = None
+    """The Service port (unnamed); also the backends' port unless `port_tag` is set."""
+    ports: Annotated[dict[PortName, PortNumber], Field(min_length=1)] | None = None
+    """Named Service ports, e.g. {http: 80, admin: 9000}; the backends listen on them."""
     port_tag: TagKey | None = None
+    """Each instance's port comes from this tag; without `port`, also the Service port, which
+    all instances of a Service must then agree on."""
     page_size: Annotated[int, Field(ge=5, le=1000, strict=True)] = 1000
     """Instances per DescribeInstances page (the API's limits)."""
 
@@ -85,11 +99,9 @@ class Ec2Options(AwsOptions):
     def _ports_given_once(self) -> Ec2Options:
         if self.ports is not None and (self.port is not None or self.port_tag is not None):
             raise ValueError("`ports` cannot be combined with `port` or `port_tag`")
-        if self.ports is None and self.port is None:
-            # The Service port is what clients are configured with: it must not follow
-            # whichever instances happen to exist, so `port_tag` needs `port` beside it.
-            raise ValueError("set `port` (with `port_tag` for per-instance target ports) "
-                             "or `ports`")
+        if self.ports is None and self.port is None and self.port_tag is None:
+            raise ValueError("set `port`, `ports` or `port_tag` (the instances' port from a "
+                             "tag)")
         return self
 
 
@@ -156,20 +168,27 @@ class Ec2Provider(Provider[Ec2Options]):
 
     Options = Ec2Options
     summary = "EC2 instances selected by tags/filters; one address per instance"
+    optional_imports: ClassVar[Mapping[str, str]] = {"boto3": "aws"}  # botocore comes along
 
     def check(self) -> None:
         AwsAccess(self.options, self.context, "ec2", "aws_ec2").check_locally()
 
-    def discover(self) -> list[ServiceSpec]:
+    def discover(self) -> Discovery:
         aws = AwsAccess(self.options, self.context, "ec2", "aws_ec2")
         instances = aws.each_region(lambda region: self._describe(aws, region))
         groups: dict[str, list[Instance]] = defaultdict(list)
+        if self.options.service is not None:
+            groups[self.options.service] = []  # an empty Service still counts
         for instance in sorted(instances, key=lambda i: (i.id, i.region)):
             groups[self._service_name(instance)].append(instance)
-        if self.options.service is not None:
-            groups.setdefault(self.options.service, [])  # an empty Service still counts
-        return [spec for name, members in sorted(groups.items())
-                if (spec := self._service(name, members)) is not None]
+        valid = {name: found for name, found in sorted(groups.items())
+                 if self._valid_name(name, found)}
+        members = [(name, backend) for name, found in valid.items()
+                   for backend in self._backends(name, found)]
+        # Every valid name is a Service, even when none of its instances is usable: leaving
+        # it out would prune it.
+        return group_services(members, ports=self._service_ports(), always=valid,
+                              log=self.context.log)
 
     # --- reading EC2 ---
 
@@ -206,36 +225,39 @@ class Ec2Provider(Provider[Ec2Options]):
         assert self.options.service_tag is not None  # the options allow only these two
         return instance.tags.get(self.options.service_tag, "")
 
-    def _service(self, name: str, instances: Sequence[Instance]) -> ServiceSpec | None:
-        if not is_service_name(name):
-            warn(self.context,
-                 "tag %r value %r is not a valid Service name (RFC 1035 label); skipped %s",
-                 self.options.service_tag, name, ", ".join(i.describe() for i in instances))
-            return None
-        backends = self._unique(b for i in instances
-                                if (b := self._backend(name, i)) is not None)
-        return ServiceSpec(name=name, namespace=self.options.namespace,
-                           ports=self._service_ports(), backends=backends)
+    def _valid_name(self, name: str, instances: list[Instance]) -> bool:
+        """A tag value that is no Service name: its instances are dropped, named."""
+        problem = service_name_problem(name)
+        if problem:
+            self.context.log.warning("tag %r: %s; dropped %s", self.options.service_tag,
+                                     problem, ", ".join(i.describe() for i in instances))
+        return problem is None
+
+    def _backends(self, service: str, instances: Iterable[Instance]) -> tuple[Backend, ...]:
+        return self._unique(b for i in instances if (b := self._backend(service, i)) is not None)
 
     def _backend(self, service: str, instance: Instance) -> Backend | None:
         """The instance's backend; None (with a warning) when its data is unusable: one
         malformed instance must not fail the source."""
         address = instance_address(instance.data, self.options.address)
         if address is None:
-            warn(self.context, "Service %r: %s has no %s address on its primary network "
-                 "interface; skipped", service, instance.describe(), self.options.address)
+            self.context.log.warning(
+                "Service %r: %s has no %s address on its primary network interface; dropped",
+                service, instance.describe(), self.options.address)
             return None
         if canonical_ip(address) is None:
-            warn(self.context, "Service %r: %s: %s address %r is not an IP address; skipped",
-                 service, instance.describe(), self.options.address, address[:80])
+            self.context.log.warning(
+                "Service %r: %s: %s address %r is not an IP address; dropped",
+                service, instance.describe(), self.options.address, address[:80])
             return None
         ports: dict[str, int] = {}
         if self.options.port_tag is not None:
             port = parse_port(instance.tags.get(self.options.port_tag))
             if port is None:
-                warn(self.context, "Service %r: %s: tag %r is missing or not a port number "
-                     "(%r); skipped", service, instance.describe(), self.options.port_tag,
-                     instance.tags.get(self.options.port_tag, "")[:80])
+                self.context.log.warning(
+                    "Service %r: %s: tag %r is missing or not a port number (%r); dropped",
+                    service, instance.describe(), self.options.port_tag,
+                    instance.tags.get(self.options.port_tag, "")[:80])
                 return None
             ports = {"": port}
         return Backend(
@@ -253,13 +275,16 @@ class Ec2Provider(Provider[Ec2Options]):
         for backend in backends:
             kept = by_address.setdefault(backend.address, backend)
             if kept is not backend:
-                warn(self.context, "address %s of instance %s is also instance %s's; kept "
-                     "only the latter", backend.address, backend.meta.get("instance-id"),
-                     kept.meta.get("instance-id"))
+                self.context.log.warning(
+                    "address %s of instance %s is also instance %s's; kept only the latter",
+                    backend.address, backend.meta.get("instance-id"),
+                    kept.meta.get("instance-id"))
         return tuple(sorted(by_address.values(), key=lambda b: b.address))
 
-    def _service_ports(self) -> tuple[ServicePort, ...]:
+    def _service_ports(self) -> tuple[ServicePort, ...] | None:
+        """The configured Service ports; None: each Service's from its instances' port tag."""
         if self.options.ports is not None:
             return tuple(ServicePort(name=n, port=p) for n, p in sorted(self.options.ports.items()))
-        assert self.options.port is not None  # the options require `port` or `ports`
-        return (ServicePort(name="", port=self.options.port),)
+        if self.options.port is not None:
+            return (ServicePort(name="", port=self.options.port),)
+        return None

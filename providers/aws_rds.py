@@ -4,7 +4,9 @@ A standalone DB instance backs a Service with its own endpoint; a DB cluster bac
 the endpoints of its writer, its readers, or both (`role`). Two ways to publish:
 
 - `resolve` (default): each instance's endpoint name becomes a backend address, which the
-  core resolves to IPs; not-available instances are published not ready.
+  core resolves to IPs; not-available instances are published not ready. The Service port
+  follows the API's one port rule: `port` wins, else the databases' port, and a Service
+  whose databases listen on different ports is left as it is.
 - `externalname`: an ExternalName Service pointing at the instance or cluster endpoint; DNS
   follows failovers by itself, but nothing can be remapped or marked not ready.
 """
@@ -13,29 +15,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, cast
 
 from pydantic import Field, model_validator
 
 from providers.aws_session import (
     AwsAccess,
     AwsOptions,
-    Port,
-    ServiceName,
     TagKey,
     TagValues,
     tag_map,
     tags_match,
-    warn,
 )
 from syncer.plugin import (
     Backend,
+    Discovery,
+    Kept,
+    PortNumber,
     Provider,
+    ServiceName,
     ServicePort,
     ServiceSpec,
     address_problem,
-    is_service_name,
+    group_services,
+    service_name_problem,
 )
 
 if TYPE_CHECKING:
@@ -56,10 +60,16 @@ class RdsOptions(AwsOptions):
     role: Role = "writer"
     """Which members of a DB cluster back its Service."""
     mode: Literal["resolve", "externalname"] = "resolve"
-    port: Port | None = None
-    """The Service port; default: the database port."""
+    """`resolve`: the instance endpoints are backends, resolved to IPs by the core;
+    `externalname`: an ExternalName Service pointing at the database endpoint."""
+    port: PortNumber | None = None
+    """The Service port in mode resolve; default: the databases' port (all databases of a
+    Service must then agree on it)."""
     service: ServiceName | None = None
+    """Every matched database backs this one Service; default: one Service per database,
+    named after its identifier."""
     service_tag: TagKey | None = None
+    """The Service name is the value of this tag; databases without it are not published."""
     ready_statuses: Annotated[list[str], Field(min_length=1)] = Field(
         default_factory=lambda: ["available"])
     """Instance statuses published as ready; every other status is published not ready."""
@@ -112,22 +122,26 @@ class RdsProvider(Provider[RdsOptions]):
 
     Options = RdsOptions
     summary = "RDS DB instances and Aurora clusters; endpoint names or ExternalName Services"
+    optional_imports: ClassVar[Mapping[str, str]] = {"boto3": "aws"}  # botocore comes along
 
     def check(self) -> None:
         AwsAccess(self.options, self.context, "rds", "aws_rds").check_locally()
 
-    def discover(self) -> list[ServiceSpec]:
+    def discover(self) -> Discovery:
         aws = AwsAccess(self.options, self.context, "rds", "aws_rds")
         databases = aws.each_region(lambda region: self._describe(aws, region))
         groups: dict[str, list[Database]] = defaultdict(list)
+        if self.options.service is not None:
+            groups[self.options.service] = []  # an empty Service still counts
         for db in sorted(databases, key=lambda d: (d.identifier, d.kind, d.region)):
             name = self._service_name(db)
             if name is not None:
                 groups[name].append(db)
-        if self.options.service is not None:
-            groups.setdefault(self.options.service, [])
-        return [spec for name, dbs in sorted(groups.items())
-                if (spec := self._service(name, dbs)) is not None]
+        valid = {name: dbs for name, dbs in sorted(groups.items()) if self._valid_name(name, dbs)}
+        if self.options.mode == "externalname":
+            return sum((self._external_name(name, dbs) for name, dbs in valid.items()),
+                       Discovery())
+        return self._resolved(valid)
 
     # --- reading RDS ---
 
@@ -182,13 +196,13 @@ class RdsProvider(Provider[RdsOptions]):
         endpoint = data.get("ReaderEndpoint") if key == "ReaderEndpoint" else data.get("Endpoint")
         port = data.get("Port")
         if not endpoint or not port:
-            warn(self.context, "DB cluster %s (%s) has no %s yet; skipped", identifier, region,
-                 key)
+            self.context.log.warning("DB cluster %s (%s) has no %s yet; dropped", identifier,
+                                     region, key)
             return None
         problem = _endpoint_problem(endpoint, port)
         if problem:
-            warn(self.context, "DB cluster %s (%s): %s %s; skipped", identifier, region, key,
-                 problem)
+            self.context.log.warning("DB cluster %s (%s): %s %s; dropped", identifier, region,
+                                     key, problem)
             return None
         backends: list[Backend] = []
         for member in data.get("DBClusterMembers", []):
@@ -198,8 +212,8 @@ class RdsProvider(Provider[RdsOptions]):
             member_id = member.get("DBInstanceIdentifier", "")
             if member_id not in instances:
                 # Created or deleted between the two Describe calls: next run sees it.
-                warn(self.context, "DB cluster %s (%s): member %s not listed; skipped",
-                     identifier, region, member_id)
+                self.context.log.warning("DB cluster %s (%s): member %s not listed; dropped",
+                                         identifier, region, member_id)
                 continue
             meta = {"db-instance": member_id, "db-cluster": identifier, "role": role}
             if (backend := self._backend(region, instances[member_id], meta)) is not None:
@@ -213,14 +227,15 @@ class RdsProvider(Provider[RdsOptions]):
         endpoint = data.get("Endpoint", {})
         status = data.get("DBInstanceStatus", "")
         if not endpoint.get("Address") or not endpoint.get("Port"):
-            warn(self.context, "DB instance %s (%s) has no endpoint yet (status %s); skipped",
-                 data.get("DBInstanceIdentifier"), region, status)
+            self.context.log.warning(
+                "DB instance %s (%s) has no endpoint yet (status %s); dropped",
+                data.get("DBInstanceIdentifier"), region, status)
             return None
         problem = _endpoint_problem(endpoint["Address"], endpoint["Port"])
         if problem:
             # One malformed instance must not fail the source: leave it out.
-            warn(self.context, "DB instance %s (%s): endpoint %s; skipped",
-                 data.get("DBInstanceIdentifier"), region, problem)
+            self.context.log.warning("DB instance %s (%s): endpoint %s; dropped",
+                                     data.get("DBInstanceIdentifier"), region, problem)
             return None
         return Backend(
             address=endpoint["Address"],
@@ -243,39 +258,40 @@ class RdsProvider(Provider[RdsOptions]):
                                    self.options.service_tag)
         return name
 
-    def _service(self, name: str, dbs: Sequence[Database]) -> ServiceSpec | None:
-        if not is_service_name(name):
-            warn(self.context, "%r is not a valid Service name (RFC 1035 label); skipped %s",
-                 name, ", ".join(db.describe() for db in dbs))
-            return None
-        if not dbs:
-            # An empty Service needs a port, and an ExternalName a target: failing the source
-            # leaves the cluster as it is rather than guessing.
-            if self.options.mode == "resolve" and self.options.port is not None:
-                return ServiceSpec(name=name, namespace=self.options.namespace,
-                                   ports=(ServicePort(name="", port=self.options.port),))
-            self.context.skip(name, f"service {name!r} matched no DB instance or cluster"
-                              + ("; set `port` to publish it empty"
-                                 if self.options.mode == "resolve" else ""),
-                              self.options.namespace)
-            return None
-        if self.options.mode == "externalname":
-            return self._external_name(name, dbs)
-        port = self.options.port or min(db.port for db in dbs)
-        backends = sorted((b for db in dbs for b in db.backends), key=lambda b: b.address)
-        return ServiceSpec(
-            name=name, namespace=self.options.namespace,
-            ports=(ServicePort(name="", port=port),),
-            backends=tuple(backends),
-            annotations={HOSTNAME_ANNOTATION: ",".join(sorted({db.endpoint for db in dbs}))},
-        )
+    def _valid_name(self, name: str, dbs: Sequence[Database]) -> bool:
+        """A tag value that is no Service name: its databases are dropped, named."""
+        problem = service_name_problem(name)
+        if problem:
+            self.context.log.warning("tag %r: %s; dropped %s", self.options.service_tag,
+                                     problem, ", ".join(db.describe() for db in dbs))
+        return problem is None
 
-    def _external_name(self, name: str, dbs: Sequence[Database]) -> ServiceSpec | None:
+    def _resolved(self, groups: Mapping[str, Sequence[Database]]) -> Discovery:
+        """The one port rule decides on the databases (each told as one backend with its
+        port); the Services then get the members' endpoints as their backends."""
+        explicit = (None if self.options.port is None
+                    else (ServicePort(name="", port=self.options.port),))
+        decided = group_services(
+            ((name, Backend(address=db.endpoint, ports={"": db.port}))
+             for name, dbs in groups.items() for db in dbs),
+            ports=explicit, always=groups, log=self.context.log)
+        return Discovery(tuple(self._with_backends(spec, groups[spec.name])
+                               for spec in decided.services), decided.kept)
+
+    def _with_backends(self, spec: ServiceSpec, dbs: Sequence[Database]) -> ServiceSpec:
+        backends = sorted((b for db in dbs for b in db.backends), key=lambda b: b.address)
+        annotations = ({HOSTNAME_ANNOTATION: ",".join(sorted({db.endpoint for db in dbs}))}
+                       if dbs else {})
+        return replace(spec, backends=tuple(backends), annotations=annotations)
+
+    def _external_name(self, name: str, dbs: Sequence[Database]) -> Discovery:
+        # An ExternalName Service points at one name: none or several would be a guess.
+        if not dbs:
+            return Discovery(kept=(Kept(name, "matched no DB instance or cluster"),))
         if len(dbs) > 1:
-            self.context.skip(name, "mode externalname needs one database per Service, but "
-                              f"{name!r} matched " + ", ".join(db.describe() for db in dbs),
-                              self.options.namespace)
-            return None
+            return Discovery(kept=(Kept(name, "mode externalname needs one database per "
+                                        f"Service, but {name!r} matched "
+                                        + ", ".join(db.describe() for db in dbs)),))
         db = dbs[0]
-        return ServiceSpec(name=name, namespace=self.options.namespace, type="ExternalName",
-                           external_name=db.endpoint, ports=(ServicePort(name="", port=db.port),))
+        return Discovery((ServiceSpec(name=name, type="ExternalName", external_name=db.endpoint,
+                                      ports=(ServicePort(name="", port=db.port),)),))

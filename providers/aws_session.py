@@ -29,9 +29,7 @@ from syncer.plugin import (
     SourceError,
     TransientSourceError,
     import_optional,
-    is_dns_label,
-    is_port_name,
-    is_service_name,
+    redact_remote_message,
 )
 
 if TYPE_CHECKING:
@@ -68,30 +66,6 @@ ExternalId = Annotated[str, _matching(
     _EXTERNAL_ID, "2 to 1224 characters of letters, digits and _+=,.@:/-")]
 
 
-def _service_name(name: str) -> str:
-    if not is_service_name(name):
-        raise ValueError("expected a Service name (RFC 1035 label: lower-case letters, digits "
-                         "and '-', starting with a letter, at most 63 characters)")
-    return name
-
-
-def _namespace(name: str) -> str:
-    if not is_dns_label(name):
-        raise ValueError("expected a namespace name (lower-case letters, digits and '-')")
-    return name
-
-
-def _port_name(name: str) -> str:
-    if not is_port_name(name):
-        raise ValueError("expected a port name (lower-case letters, digits and '-', at most 15 "
-                         "characters, at least one letter)")
-    return name
-
-
-ServiceName = Annotated[str, AfterValidator(_service_name)]
-Namespace = Annotated[str, AfterValidator(_namespace)]
-PortName = Annotated[str, AfterValidator(_port_name)]
-Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 TagValues = str | Annotated[list[str], Field(min_length=1)]
 
@@ -112,12 +86,12 @@ class AwsOptions(ProviderOptions):
     """The ExternalId the role's trust policy asks for."""
     endpoint_url: str | None = None
     """Send every request (STS included) here: LocalStack, moto, a VPC endpoint."""
-    namespace: Namespace | None = None
-    """Namespace of the Services; default: the configuration's namespace."""
     max_attempts: Annotated[int, Field(ge=1, le=20, strict=True)] = DEFAULT_MAX_ATTEMPTS
     """Attempts per request (adaptive retry mode) before the source fails."""
     connect_timeout: Annotated[float, Field(gt=0, le=300, strict=True)] = 5.0
+    """Seconds to wait for a connection to an AWS endpoint."""
     read_timeout: Annotated[float, Field(gt=0, le=300, strict=True)] = 20.0
+    """Seconds to wait for an answer to one request."""
 
     @field_validator("regions")
     @classmethod
@@ -138,11 +112,6 @@ class AwsOptions(ProviderOptions):
         if self.external_id is not None and self.role_arn is None:
             raise ValueError("external_id is only used with role_arn")
         return self
-
-
-def warn(context: SourceContext, message: str, *args: object) -> None:
-    """A warning about one item, naming the source in its text: text logs show only that."""
-    context.log.warning(f"source %r: {message}", context.source, *args)
 
 
 def tag_map(tags: Iterable[Mapping[str, object]] | None) -> dict[str, str]:
@@ -184,27 +153,16 @@ _REJECTED_CREDENTIALS = frozenset({
     "InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
     "ExpiredTokenException", "RequestExpired", "OptInRequired", "InvalidIdentityToken",
 })
-# Server messages are useful ("... is not authorized to perform ec2:DescribeInstances"), but
-# some services echo request material; anything shaped like a key id or a long base64 blob
-# (secret key, session token) is cut out before a message is shown.
-_SECRET_LIKE = re.compile(r"(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA)[A-Z0-9]{12,}|[A-Za-z0-9/+]{40,}=*")
-
-
-def scrub(message: str, limit: int = 300) -> str:
-    text = _SECRET_LIKE.sub("[redacted]", " ".join(message.split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 @dataclass(frozen=True)
 class AwsCall:
-    """What was being done when an error happened, for the message."""
+    """What was being done when an error happened, for the message. The core names the
+    source."""
 
-    source: str
     region: str
     action: str
 
     def prefix(self) -> str:
-        return f"source '{self.source}': {self.action} in {self.region}"
+        return f"{self.action} in {self.region}"
 
 
 def client_error(err: ClientError, call: AwsCall) -> SourceError:
@@ -213,7 +171,10 @@ def client_error(err: ClientError, call: AwsCall) -> SourceError:
     code = str(error.get("Code", "Unknown"))
     status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     # SignatureDoesNotMatch quotes the whole signed request: its code says enough.
-    message = "" if code == "SignatureDoesNotMatch" else scrub(str(error.get("Message", "")))
+    # Server messages are useful ("... is not authorized to perform ec2:DescribeInstances"),
+    # but some services echo request material: redact_remote_message cuts credentials out.
+    message = ("" if code == "SignatureDoesNotMatch"
+               else redact_remote_message(str(error.get("Message", ""))))
     detail = f"{code}: {message}" if message else code
     if code in _THROTTLING or status == 429:
         return TransientSourceError(
@@ -244,16 +205,16 @@ def botocore_error(err: Exception, call: AwsCall, known_region: Callable[[], boo
             f"{call.prefix()}: unknown region {call.region!r}; its endpoint cannot be reached")
     if isinstance(err, bx.ConnectionError | bx.HTTPClientError | bx.IncompleteReadError
                   | bx.CapacityNotAvailableError):
-        return TransientSourceError(f"{call.prefix()}: {name}: {scrub(str(err))}")
+        return TransientSourceError(f"{call.prefix()}: {name}: {redact_remote_message(str(err))}")
     if isinstance(err, bx.NoCredentialsError | bx.PartialCredentialsError):
         return PermanentSourceError(
             f"{call.prefix()}: no usable AWS credentials found in the standard chain "
             f"(environment, profile, web identity, pod identity): {name}")
     if isinstance(err, bx.ProfileNotFound):
-        return PermanentSourceError(f"{call.prefix()}: {scrub(str(err))}")
+        return PermanentSourceError(f"{call.prefix()}: {redact_remote_message(str(err))}")
     if isinstance(err, bx.InvalidRegionError | bx.NoRegionError):
         return PermanentSourceError(f"{call.prefix()}: bad region {call.region!r} ({name})")
-    return PermanentSourceError(f"{call.prefix()}: {name}: {scrub(str(err))}")
+    return PermanentSourceError(f"{call.prefix()}: {name}: {redact_remote_message(str(err))}")
 
 
 # --- sessions and clients ----------------------------------------------------------------
@@ -300,12 +261,12 @@ class AwsAccess:
 
     @contextmanager
     def translating(self, region: str, action: str) -> Iterator[None]:
-        """Turn any boto3/botocore error raised inside into a SourceError naming the source,
-        the region and the action. `from None`: the original may carry request details."""
+        """Turn any boto3/botocore error raised inside into a SourceError naming the region
+        and the action. `from None`: the original may carry request details."""
         from botocore import exceptions as bx
         from botocore.parsers import ResponseParserError
 
-        call = AwsCall(self.context.source, region, action)
+        call = AwsCall(region, action)
         try:
             yield
         except bx.ClientError as e:
@@ -341,8 +302,8 @@ class AwsAccess:
             region = self.botocore_session().get_config_variable("region")
         if not region:
             raise PermanentSourceError(
-                f"source '{self.context.source}': no region: set `regions`, AWS_REGION or "
-                f"AWS_DEFAULT_REGION, or a region in the profile")
+                "no region: set `regions`, AWS_REGION or AWS_DEFAULT_REGION, or a region in "
+                "the profile")
         return [str(region)]
 
     def client(self, region: str) -> BaseClient:
@@ -395,7 +356,7 @@ class AwsAccess:
                 except SourceError as e:
                     errors.append(e)
         if errors:
-            raise combined(errors, self.context.source)
+            raise combined(errors)
         return results
 
     def check_locally(self) -> None:
@@ -411,12 +372,11 @@ class AwsAccess:
                 "regions", "no region configured and none in the environment or profile")
 
 
-def combined(errors: Sequence[SourceError], source: str) -> SourceError:
-    """One error for several failed regions, naming the source once: permanent if any is."""
+def combined(errors: Sequence[SourceError]) -> SourceError:
+    """One error for several failed regions: permanent if any is."""
     if len(errors) == 1:
         return errors[0]
-    prefix = f"source '{source}': "
-    message = prefix + "; ".join(str(e).removeprefix(prefix) for e in errors)
+    message = "; ".join(map(str, errors))
     if all(e.transient for e in errors):
         return TransientSourceError(message)
     return PermanentSourceError(message)

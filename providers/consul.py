@@ -7,40 +7,51 @@ instances' own addresses, so Pods reach them through kube-proxy without Consul D
 One run: one catalog request (catalog mode only), then one health request per service with
 bounded concurrency. Any request that fails fails the whole source, so the core leaves every
 Service this source feeds exactly as it is; an answer that is not JSON or not of the expected
-shape counts as a failed request. One malformed instance (no or bad address or port) is left
-out with a warning instead: it must not freeze the source's other Services.
+shape counts as a failed request. One malformed instance (no or bad address or port), or a
+catalog name no `rename` makes a valid Service name, is left out with a warning instead: it
+must not freeze the source's other Services. Contradictory data for one Service (two Consul
+services on one name; instances on different ports without `port`) leaves that Service as it
+is (`Kept`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from syncer.plugin import (
     Backend,
     ConfigError,
+    ConfigPath,
+    Discovery,
+    Kept,
     PermanentSourceError,
+    PortNumber,
     Provider,
     ProviderOptions,
+    Secret,
+    ServiceName,
     ServicePort,
-    ServiceSpec,
     SourceError,
     TransientSourceError,
     address_problem,
+    group_services,
     import_optional,
     is_dns_label,
-    is_port_name,
     is_service_name,
+    port_name_problem,
+    redact_remote_message,
+    service_name_problem,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8500"
@@ -89,29 +100,31 @@ def kube_name(consul_name: str, prefix: str, rename: Mapping[str, str]) -> str:
     return rename.get(consul_name, f"{prefix}{consul_name}")
 
 
-def _name_problem(name: str) -> str:
-    return (f"{name!r} is not a valid Service name (a DNS-1035 label: lowercase letters, digits "
-            "and '-', starting with a letter, at most 63); map it with `rename`")
+def _name_problem(name: str) -> str | None:
+    """The shared Service name rule, with the way out for a name that comes from Consul."""
+    problem = service_name_problem(name)
+    return f"{problem}; map it with `rename`" if problem else None
 
 
 class ConsulOptions(ProviderOptions):
-    """Options of a `consul` source. Field order is the order `endpoints-sync providers` shows."""
+    """Options of a `consul` source. Field order is the order `endpoints-sync providers` shows.
 
-    # Every validation error of this model would otherwise quote its input, token included.
-    model_config = ConfigDict(hide_input_in_errors=True)
+    The target namespace is the source's core-owned `namespace` key."""
 
     url: str = Field(default_factory=_default_url, validate_default=True,
                      description="Consul HTTP API: http(s)://host:port or host:port "
                      "(default $CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)")
     datacenter: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$",
                                    description="datacenter to read (default: the agent's)")
-    token: SecretStr | None = Field(default=None, description="ACL token, sent as the "
-                                    "X-Consul-Token header (default $CONSUL_HTTP_TOKEN)")
-    token_file: Path | None = Field(default=None, description="file holding the ACL token, "
-                                    "read on every run (not with `token`)")
-    ca_file: Path | None = Field(default=None, description="CA bundle for https")
-    cert_file: Path | None = Field(default=None, description="client certificate for https")
-    key_file: Path | None = Field(default=None, description="client key (needs cert_file)")
+    token: Secret | None = Field(default=None, description="ACL token, sent as the "
+                                 "X-Consul-Token header (default $CONSUL_HTTP_TOKEN)")
+    token_file: ConfigPath | None = Field(default=None, description="file holding the ACL "
+                                          "token, read on every run (not with `token`)")
+    ca_file: ConfigPath | None = Field(default=None, description="CA bundle for https")
+    cert_file: ConfigPath | None = Field(default=None,
+                                         description="client certificate for https")
+    key_file: ConfigPath | None = Field(default=None,
+                                        description="client key (needs cert_file)")
     verify: bool = Field(default=True, strict=True,
                          description="verify the server's TLS certificate")
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, strict=True,
@@ -121,8 +134,8 @@ class ConsulOptions(ProviderOptions):
     concurrency: int = Field(default=8, ge=1, le=64, strict=True,
                              description="health requests in flight")
     name_prefix: str = Field(default="", description="prefix of every Service name")
-    rename: dict[str, str] = Field(default_factory=dict, description="Consul name -> "
-                                   "Service name (used as is, without name_prefix)")
+    rename: dict[str, ServiceName] = Field(default_factory=dict, description="Consul name -> "
+                                           "Service name (used as is, without name_prefix)")
     services: tuple[str, ...] | None = Field(default=None, description="Consul services to "
                                              "sync; leave out to sync the whole catalog")
     tags: tuple[str, ...] = Field(default=(), description="instances must carry all of these")
@@ -135,10 +148,8 @@ class ConsulOptions(ProviderOptions):
     passing_only: bool = Field(default=True, strict=True, description="publish only instances "
                                "whose checks all pass; otherwise others are published as not "
                                "ready")
-    namespace: str | None = Field(default=None, description="target namespace (default: the "
-                                  "configuration's)")
-    port: int | None = Field(default=None, ge=1, le=65535, strict=True, description="Service "
-                             "port (default: the instances' port when they all agree)")
+    port: PortNumber | None = Field(default=None, description="Service port (default: the "
+                                    "instances' port when they all agree)")
     port_name: str = Field(default="", description="name of the Service port ('' = unnamed)")
     protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="port protocol")
     address_source: AddressSource = Field(default="service", description="service | node | "
@@ -151,33 +162,15 @@ class ConsulOptions(ProviderOptions):
     def _url(cls, v: str) -> str:
         return normalise_url(v)
 
-    @field_validator("token", mode="before")
-    @classmethod
-    def _token_text(cls, v: object) -> object:
-        # YAML reads an all-digit token as a number; anything else non-text is a mistake whose
-        # message must not quote the value (the core prints inputs of type errors).
-        if isinstance(v, int) and not isinstance(v, bool):
-            return str(v)
-        if v is not None and not isinstance(v, str | SecretStr):
-            raise ValueError("expected a string")
-        return v
-
     @field_validator("token")
     @classmethod
-    def _token_usable(cls, v: SecretStr | None) -> SecretStr | None:
+    def _token_usable(cls, v: Secret | None) -> Secret | None:
         if v is None:
             return None
-        text = v.get_secret_value().strip()
+        text = v.reveal().strip()
         if not _is_header_safe(text):
             raise ValueError("the token is empty or holds spaces or non-ASCII characters")
-        return SecretStr(text)
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, v: str | None) -> str | None:
-        if v is not None and not is_dns_label(v):
-            raise ValueError(f"expected a namespace name (a DNS-1123 label), got {v!r}")
-        return v
+        return Secret(text)
 
     @field_validator("name_prefix")
     @classmethod
@@ -186,14 +179,6 @@ class ConsulOptions(ProviderOptions):
         if v and (len(v) > 62 or not is_service_name(f"{v}x")):
             raise ValueError("expected lowercase letters, digits and '-', starting with a "
                              f"letter, at most 62, got {v!r}")
-        return v
-
-    @field_validator("rename")
-    @classmethod
-    def _rename_targets(cls, v: dict[str, str]) -> dict[str, str]:
-        for consul_name, target in v.items():
-            if not is_service_name(target):
-                raise ValueError(f"{consul_name}: {_name_problem(target)}")
         return v
 
     @field_validator("services")
@@ -214,8 +199,8 @@ class ConsulOptions(ProviderOptions):
             if not name:
                 raise ValueError(f"services[{i}] is empty")
             target = kube_name(name, prefix, rename)
-            if not is_service_name(target):
-                raise ValueError(f"services[{i}]: {_name_problem(target)}")
+            if problem := _name_problem(target):
+                raise ValueError(f"services[{i}] {name!r}: {problem}")
             if target in first:
                 raise ValueError(f"services[{i}] {name!r} and {first[target]!r} both map to "
                                  f"Service {target!r}")
@@ -228,9 +213,9 @@ class ConsulOptions(ProviderOptions):
     @field_validator("port_name")
     @classmethod
     def _port_name(cls, v: str) -> str:
-        if v and not is_port_name(v):
-            raise ValueError("expected a port name (lowercase letters, digits and '-', at most "
-                             f"15, at least one letter), got {v!r}")
+        # "" is an unnamed port; anything else follows the shared port name rule.
+        if v and (problem := port_name_problem(v)):
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="before")
@@ -399,18 +384,6 @@ def parse_instance(entry: Any, source: AddressSource, zone_key: str | None) -> I
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A service's instances: those to publish, and every one matching tags and filter.
-
-    `known` differs from `published` only when no instance passes: then the instances of any
-    health still tell the Service port, and whether catalog mode selects the service at all.
-    """
-
-    published: tuple[Instance, ...]
-    known: tuple[Instance, ...]
-
-
 # --- talking to Consul ----------------------------------------------------------------------
 
 
@@ -423,12 +396,11 @@ class ConsulApi:
     shared by more threads than its pool size discards connections with a warning.
     """
 
-    def __init__(self, options: ConsulOptions, token: str | None, source: str,
+    def __init__(self, options: ConsulOptions, token: Secret | None,
                  log: logging.LoggerAdapter[logging.Logger]) -> None:
         self._consul = import_optional("consul", "consul", "consul")
         self._options = options
         self._token = token
-        self._source = source
         self._log = log
         parts = urllib.parse.urlsplit(options.url)
         self._host = parts.netloc.rsplit(":", 1)[0]
@@ -496,7 +468,7 @@ class ConsulApi:
     def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
         from consul.callback import CB  # only ever imported with consul itself
 
-        headers = {"X-Consul-Token": self._token} if self._token else {}
+        headers = {"X-Consul-Token": self._token.reveal()} if self._token else {}
 
         def decode(response: Any) -> tuple[Any, Mapping[str, str]]:
             return CB.json(allow_404=False)(response), response.headers
@@ -512,19 +484,19 @@ class ConsulApi:
     def _note_headers(self, path: str, headers: Mapping[str, str]) -> None:
         log = self._log
         if headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true":
-            log.warning("source %r: Consul left results out of %s: the ACL token may lack "
-                        "service:read or node:read", self._source, path)
+            log.warning("Consul left results out of %s: the ACL token may lack "
+                        "service:read or node:read", path)
         if headers.get("X-Consul-KnownLeader", "true").lower() == "false":
-            log.warning("source %r: the Consul server has no known leader; %s may be stale",
-                        self._source, path)
+            log.warning("the Consul server has no known leader; %s may be stale", path)
 
     def _translate(self, e: Exception, path: str) -> SourceError:
         """py-consul's and requests' errors as transient or permanent source errors."""
         import requests
 
         exc = self._consul.exceptions
-        where = f"source {self._source!r}: Consul at {self._options.url} (GET {path})"
-        detail = self._scrub(str(e))[:300]
+        where = f"Consul at {self._options.url} (GET {path})"
+        # No Consul error echoes a token, but a proxy's might.
+        detail = redact_remote_message(str(e))
         if isinstance(e, exc.ACLPermissionDenied | exc.ACLDisabled):
             return PermanentSourceError(f"{where}: access denied ({detail}); check the token "
                                         "and its service:read and node:read rules")
@@ -552,12 +524,8 @@ class ConsulApi:
         return TransientSourceError(f"{where}: {type(e).__name__}: {detail}")
 
     def _unexpected(self, path: str, expected: str) -> TransientSourceError:
-        return TransientSourceError(f"source {self._source!r}: Consul at {self._options.url} "
-                                    f"(GET {path}): malformed answer, expected {expected}")
-
-    def _scrub(self, text: str) -> str:
-        # Belt and braces: no Consul error echoes a token, but a proxy's might.
-        return text.replace(self._token, "[redacted]") if self._token else text
+        return TransientSourceError(f"Consul at {self._options.url} (GET {path}): malformed "
+                                    f"answer, expected {expected}")
 
 
 # --- the provider --------------------------------------------------------------------------
@@ -568,74 +536,60 @@ class ConsulProvider(Provider[ConsulOptions]):
 
     Options = ConsulOptions
     summary = "Consul services and their healthy instances (health API), as ClusterIP Services"
+    optional_imports: ClassVar[Mapping[str, str]] = {"consul": "consul"}
 
     def check(self) -> None:
         """For `endpoints-sync validate`: the files the options name exist and the token file
         holds a usable token. Contacts nothing."""
         self._local_inputs()
 
-    def discover(self) -> list[ServiceSpec]:
+    def discover(self) -> Discovery:
         try:
             token = self._local_inputs()
         except ConfigError as e:
             # At run time a missing token or certificate is this source's trouble, like a bad
             # token: the source fails and the other sources are still applied.
-            raise PermanentSourceError(f"source {self.context.source!r}: {e}") from None
-        api = ConsulApi(self._resolved_options(), token, self.context.source,
-                        self.context.log)
+            raise PermanentSourceError(str(e)) from None
+        api = ConsulApi(self.options, token, self.context.log)
         try:
-            names = self._selected_names(api)
+            names, collisions = self._selected_names(api)
             fetched = self._fetch_all(api, list(names))
         finally:
             api.close()
-        specs = []
-        for consul_name, name in names.items():
-            spec = self._spec(consul_name, name, fetched[consul_name])
-            if spec is not None:
-                specs.append(spec)
-        return specs
+        return self._services(names, fetched) + Discovery(kept=collisions)
 
     # -- inputs
 
-    def _resolved_options(self) -> ConsulOptions:
-        """The options with TLS paths resolved against the configuration's folder."""
-        changes = {o: self.context.resolve_path(p) for o in ("ca_file", "cert_file", "key_file")
-                   if (p := getattr(self.options, o)) is not None}
-        return self.options.model_copy(update=changes) if changes else self.options
-
-    def _local_inputs(self) -> str | None:
-        """Check the files the options name; return the token."""
+    def _local_inputs(self) -> Secret | None:
+        """Check the files the options name (already resolved); return the token."""
         for option in ("token_file", "ca_file", "cert_file", "key_file"):
-            path: Path | None = getattr(self.options, option)
-            if path is not None and not self.context.resolve_path(path).is_file():
-                raise self.context.config_error(
-                    option, f"file {self.context.resolve_path(path)} not found")
+            path = getattr(self.options, option)
+            if path is not None and not path.is_file():
+                raise self.context.config_error(option, f"file {path} not found")
         return self._token()
 
-    def _token(self) -> str | None:
-        if self.options.token is not None:
-            return self.options.token.get_secret_value()
-        if self.options.token_file is None:
-            return None
-        path = self.context.resolve_path(self.options.token_file)
+    def _token(self) -> Secret | None:
+        path = self.options.token_file
+        if path is None:
+            return self.options.token
         try:
             # Read on every run, so a rotated Kubernetes Secret is picked up.
-            text = path.read_text(encoding="utf-8").strip()
+            token = Secret.read(path)
         except (OSError, UnicodeDecodeError) as e:
             raise self.context.config_error(
                 "token_file", f"cannot read {path}: {type(e).__name__}") from None
-        if not _is_header_safe(text):
+        if not _is_header_safe(token.reveal()):
             raise self.context.config_error(
                 "token_file", f"{path} is empty or holds spaces or non-ASCII characters")
-        return text
+        return token
 
     # -- which services
 
-    def _selected_names(self, api: ConsulApi) -> dict[str, str]:
-        """Consul name -> Service name, sorted by Consul name."""
+    def _selected_names(self, api: ConsulApi) -> tuple[dict[str, str], tuple[Kept, ...]]:
+        """Consul name -> Service name, sorted by Consul name; and the Services to keep."""
         opts = self.options
         if opts.services is not None:
-            return {n: kube_name(n, opts.name_prefix, opts.rename) for n in opts.services}
+            return {n: kube_name(n, opts.name_prefix, opts.rename) for n in opts.services}, ()
         catalog = api.catalog_services()
         wanted = sorted(name for name, tags in catalog.items()
                         if name != "consul" and self._tags_match(tags))
@@ -647,32 +601,34 @@ class ConsulProvider(Provider[ConsulOptions]):
         have = set(tags)
         return have.issuperset(self.options.tags) and not have & set(self.options.exclude_tags)
 
-    def _map_names(self, consul_names: Sequence[str]) -> dict[str, str]:
+    def _map_names(self, consul_names: Sequence[str]) -> tuple[dict[str, str], tuple[Kept, ...]]:
         opts = self.options
         mapped: dict[str, str] = {}
         for consul_name in consul_names:
             name = kube_name(consul_name, opts.name_prefix, opts.rename)
-            if is_service_name(name):
-                mapped[consul_name] = name
+            if problem := _name_problem(name):
+                # Unusable catalog data: dropped with a warning (the API's policy).
+                self.context.log.warning("consul service %r left out: %s", consul_name, problem)
             else:
-                self._warn("consul service %r skipped: %s", consul_name, _name_problem(name))
+                mapped[consul_name] = name
         by_name: dict[str, list[str]] = defaultdict(list)
         for consul_name, name in mapped.items():
             by_name[name].append(consul_name)
+        kept = []
         for name, both in sorted(by_name.items()):
             if len(both) > 1:
-                # Leaving them out would let the core prune a Service that exists: skip it,
-                # so it stays exactly as it is until `rename` tells them apart.
-                self.context.skip(name, f"consul services {' and '.join(map(repr, sorted(both)))}"
-                                  f" both map to Service {name!r}; tell them apart with "
-                                  "`rename`", opts.namespace)
+                # Contradictory data: leaving them out would let the core prune a Service
+                # that exists, so it is kept as it is until `rename` tells them apart.
+                kept.append(Kept(name, f"consul services {' and '.join(map(repr, sorted(both)))}"
+                                 f" both map to Service {name!r}; tell them apart with "
+                                 "`rename`"))
                 for consul_name in both:
                     del mapped[consul_name]
-        return mapped
+        return mapped, tuple(kept)
 
     # -- fetching
 
-    def _fetch_all(self, api: ConsulApi, names: list[str]) -> dict[str, Fetched]:
+    def _fetch_all(self, api: ConsulApi, names: list[str]) -> dict[str, tuple[Instance, ...]]:
         if not names:
             return {}
         workers = min(self.options.concurrency, len(names))
@@ -685,14 +641,16 @@ class ConsulProvider(Provider[ConsulOptions]):
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-    def _fetch(self, api: ConsulApi, name: str) -> Fetched:
+    def _fetch(self, api: ConsulApi, name: str) -> tuple[Instance, ...]:
+        """A service's instances matching tags and filter: the passing ones (with
+        `passing_only`), or, when none passes, all of them, which still tell the Service port
+        and whether catalog mode selects the service at all. Only ready ones are published
+        with `passing_only`."""
         opts = self.options
-        published = self._usable(api.health_service(name, passing=opts.passing_only))
-        if published or not opts.passing_only or (not opts.catalog_mode and opts.port):
-            return Fetched(published, published)
-        # Nothing passes: ask once more for every instance, to learn the Service port and
-        # whether catalog mode selects the service at all.
-        return Fetched((), self._usable(api.health_service(name, passing=False)))
+        found = self._usable(api.health_service(name, passing=opts.passing_only))
+        if found or not opts.passing_only or (not opts.catalog_mode and opts.port):
+            return found
+        return self._usable(api.health_service(name, passing=False))
 
     def _usable(self, entries: list[Any]) -> tuple[Instance, ...]:
         opts = self.options
@@ -703,67 +661,69 @@ class ConsulProvider(Provider[ConsulOptions]):
                      # Catalog mode syncs applications: not their Connect proxies and gateways.
                      and not (opts.catalog_mode and i.kind))
 
-    # -- building the Service
+    # -- building the Services
 
-    def _spec(self, consul_name: str, name: str, fetched: Fetched) -> ServiceSpec | None:
+    def _services(self, names: Mapping[str, str],
+                  fetched: Mapping[str, tuple[Instance, ...]]) -> Discovery:
+        """The shared port rule (group_services): `port` wins, else the one port the
+        instances agree on; disagreeing instances keep their Service as it is."""
         opts = self.options
-        if opts.catalog_mode and not fetched.known:
-            self._debug("consul service %r: no instance matches tags/filter; not selected",
-                        consul_name)
-            return None
-        port = self._service_port(consul_name, fetched.published or fetched.known)
-        if port is None:
-            self.context.skip(name, self._port_problem(consul_name, fetched), opts.namespace)
-            return None
-        backends = self._backends(consul_name, fetched.published)
+        consul_of = {name: consul_name for consul_name, name in names.items()}
+        members = [(names[consul_name], backend)
+                   for consul_name, instances in fetched.items()
+                   for backend in self._backends(consul_name, instances)]
+        ports = None if opts.port is None else (
+            ServicePort(name=opts.port_name, port=opts.port, protocol=opts.protocol),)
+        # Listed services are Services even when nothing matches; in catalog mode a service
+        # no instance matches (tags, filter) is not selected at all.
+        always = () if opts.catalog_mode else names.values()
+        for consul_name in sorted(n for n, found in fetched.items() if opts.catalog_mode
+                                  and not found):
+            self.context.log.debug("consul service %r: no instance matches tags/filter; not "
+                                   "selected", consul_name)
+        grouped = group_services(members, ports=ports, port_name=opts.port_name,
+                                 protocol=opts.protocol, always=always, log=self.context.log)
+        specs = []
+        for spec in grouped.services:
+            consul_name = consul_of[spec.name]
+            # Not-passing instances told the port; with passing_only they are not published.
+            backends = tuple(b for b in spec.backends if b.ready or not opts.passing_only)
+            self.context.log.debug("consul service %r -> Service %r: %d endpoints, %d ready",
+                                   consul_name, spec.name, len(backends),
+                                   sum(b.ready for b in backends))
+            specs.append(dataclasses.replace(
+                spec, backends=backends,
+                annotations=self._annotations(consul_name, fetched.get(consul_name, ()))))
+        kept = tuple(dataclasses.replace(k, reason=f"consul service {consul_of[k.name]!r}: "
+                                         f"{k.reason}") for k in grouped.kept)
+        return Discovery(tuple(specs), kept)
+
+    def _annotations(self, consul_name: str, instances: Sequence[Instance]) -> dict[str, str]:
         annotations = {ANNOTATION_SERVICE: consul_name}
-        datacenter = opts.datacenter or next(
-            (i.datacenter for i in fetched.known if i.datacenter), "")
+        datacenter = self.options.datacenter or next(
+            (i.datacenter for i in instances if i.datacenter), "")
         if datacenter:
             annotations[ANNOTATION_DATACENTER] = datacenter
-        self._debug("consul service %r -> Service %r: %d endpoints, %d ready", consul_name,
-                    name, len(backends), sum(b.ready for b in backends))
-        return ServiceSpec(
-            name=name, namespace=opts.namespace,
-            ports=(ServicePort(name=opts.port_name, port=port, protocol=opts.protocol),),
-            backends=tuple(backends), annotations=annotations)
-
-    def _service_port(self, consul_name: str, instances: Sequence[Instance]) -> int | None:
-        """The Service port: `port`, else the one port every instance agrees on."""
-        if self.options.port is not None:
-            return self.options.port
-        ports = sorted({p for i in instances for _, p in i.endpoints if is_port_number(p)})
-        return ports[0] if len(ports) == 1 else None
-
-    def _port_problem(self, consul_name: str, fetched: Fetched) -> str:
-        where = f"consul service {consul_name!r}"
-        ports = sorted({p for i in fetched.published or fetched.known for _, p in i.endpoints
-                        if is_port_number(p)})
-        if ports:
-            return (f"{where}: instances listen on ports {', '.join(map(str, ports))}; set "
-                    "`port` to choose the Service port (each endpoint keeps its own port)")
-        return f"{where}: no instance tells the port and `port` is not set; set `port`"
+        return annotations
 
     def _backends(self, consul_name: str, instances: Sequence[Instance]) -> list[Backend]:
         seen: dict[tuple[str, int], Backend] = {}
         for inst in instances:
             ready = inst.health == "passing"
-            if self.options.passing_only and not ready:
-                continue  # the server filtered already; this only guards a racing answer
             for address, port in inst.endpoints:
                 target = port or (self.options.port or 0)
                 problem = _endpoint_problem(address, target)
                 if problem:
                     # One malformed registration must not fail the source or its Service.
-                    self._warn("consul service %r: instance %r on node %r left out: %s",
-                               consul_name, inst.service_id, inst.node, problem)
+                    self.context.log.warning("consul service %r: instance %r on node %r left "
+                                             "out: %s", consul_name, inst.service_id,
+                                             inst.node, problem)
                     continue
-                backend = self._backend(inst, address, target, ready)
                 # The same address and port registered twice: ready if either is.
                 key = (address, target)
                 if key not in seen or (ready and not seen[key].ready):
-                    seen[key] = backend
-        return sorted(seen.values(), key=lambda b: (b.address, b.ports[self.options.port_name]))
+                    seen[key] = self._backend(inst, address, target, ready)
+        return list(seen.values())
 
     def _backend(self, inst: Instance, address: str, port: int, ready: bool) -> Backend:
         meta = {"consul.node": inst.node, "consul.service_id": inst.service_id}
@@ -774,14 +734,3 @@ class ConsulProvider(Provider[ConsulOptions]):
         return Backend(address=address, ports={self.options.port_name: port}, ready=ready,
                        zone=inst.zone,
                        hostname=inst.node if is_dns_label(inst.node) else None, meta=meta)
-
-    # -- logs
-
-    def _warn(self, message: str, *args: object) -> None:
-        self._log(self.context.log.warning, message, args)
-
-    def _debug(self, message: str, *args: object) -> None:
-        self._log(self.context.log.debug, message, args)
-
-    def _log(self, emit: Callable[..., None], message: str, args: tuple[object, ...]) -> None:
-        emit(f"source %r: {message}", self.context.source, *args)

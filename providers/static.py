@@ -1,26 +1,29 @@
-"""The `static` provider: Services and their addresses listed in a YAML or JSON file."""
+"""The `static` provider: Services and their addresses listed in a YAML or JSON file.
+
+The inventory belongs to the configuration: anything wrong in it (a bad name, a port out of
+range, a Service listed twice) is a ConfigError naming the file and the field, and stops the
+run before anything is written (exit 2), rather than data to drop or a Service to keep.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Literal, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # The Kubernetes rules, each with its one message (the core applies the same ones).
 from syncer.plugin import (
     Backend,
     ConfigError,
+    ConfigPath,
+    DnsName,
+    Namespace,
+    PortNumber,
     Provider,
     ProviderOptions,
+    ServiceName,
     ServicePort,
     ServiceSpec,
     address_problem,
@@ -28,13 +31,10 @@ from syncer.plugin import (
     app_protocol_problem,
     canonical_ip,
     config_error_from,
-    external_name_problem,
     hostname_problem,
     labels_problem,
     load_document,
-    namespace_problem,
     port_name_problem,
-    service_name_problem,
     service_ports_problem,
     zone_problem,
 )
@@ -42,10 +42,32 @@ from syncer.plugin import (
 T = TypeVar("T")
 
 
-def _checked(value: T, problem: str | None) -> T:
+def _rule(problem_of: Callable[[T], str | None]) -> AfterValidator:
+    """A pydantic check raising the rule's own message."""
+    def check(value: T) -> T:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _canonical_address(value: str) -> str:
+    problem = address_problem(value)
     if problem:
         raise ValueError(problem)
-    return value
+    return canonical_ip(value) or value.rstrip(".").lower()
+
+
+# Rules syncer.plugin has no option type for: inventory fields only.
+_OptionalPortName = Annotated[str, _rule(lambda v: (v and port_name_problem(v)) or None)]
+_AppProtocol = Annotated[str, _rule(app_protocol_problem)]
+_Hostname = Annotated[str, _rule(hostname_problem)]
+_Zone = Annotated[str, _rule(zone_problem)]
+_Address = Annotated[str, AfterValidator(_canonical_address)]
+_Labels = Annotated[dict[str, str], _rule(labels_problem)]
+_Annotations = Annotated[dict[str, str], _rule(annotations_problem)]
 
 
 class _Strict(BaseModel):
@@ -53,53 +75,19 @@ class _Strict(BaseModel):
 
 
 class PortEntry(_Strict):
-    name: str = ""
-    port: int = Field(ge=1, le=65535, strict=True)
+    name: _OptionalPortName = ""
+    port: PortNumber
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
-    app_protocol: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _port_name(cls, v: str) -> str:
-        return _checked(v, (v and port_name_problem(v)) or None)
-
-    @field_validator("app_protocol")
-    @classmethod
-    def _app_protocol(cls, v: str | None) -> str | None:
-        return _checked(v, (v is not None and app_protocol_problem(v)) or None)
+    app_protocol: _AppProtocol | None = None
 
 
 class EndpointEntry(_Strict):
-    address: str
-    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
-    ports: dict[str, StrictInt] | None = None
+    address: _Address
+    port: PortNumber | None = None
+    ports: dict[str, PortNumber] | None = None
     ready: bool = Field(default=True, strict=True)
-    zone: str | None = None
-    hostname: str | None = None
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        _checked(v, address_problem(v))
-        return canonical_ip(v) or v.rstrip(".").lower()
-
-    @field_validator("ports")
-    @classmethod
-    def _port_numbers(cls, v: dict[str, int] | None) -> dict[str, int] | None:
-        for name, number in (v or {}).items():
-            if not 1 <= number <= 65535:
-                raise ValueError(f"port {name!r}: expected a number from 1 to 65535, got {number}")
-        return v
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, v: str | None) -> str | None:
-        return _checked(v, (v is not None and hostname_problem(v)) or None)
-
-    @field_validator("zone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        return _checked(v, (v is not None and zone_problem(v)) or None)
+    zone: _Zone | None = None
+    hostname: _Hostname | None = None
 
     @model_validator(mode="after")
     def _one_port_form(self) -> EndpointEntry:
@@ -108,47 +96,25 @@ class EndpointEntry(_Strict):
         return self
 
 
+def _service_ports(ports: list[PortEntry]) -> str | None:
+    return service_ports_problem((p.name, p.port, p.protocol) for p in ports)
+
+
 class ServiceEntry(_Strict):
-    name: str
-    namespace: str | None = None
+    name: ServiceName
+    namespace: Namespace | None = None
     type: Literal["ClusterIP", "Headless", "ExternalName"] = "ClusterIP"
-    external_name: str | None = None
-    ports: list[PortEntry] = Field(default_factory=list)
+    external_name: DnsName | None = None
+    ports: Annotated[list[PortEntry], _rule(_service_ports)] = Field(default_factory=list)
     endpoints: list[EndpointEntry] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _service_name(cls, v: str) -> str:
-        return _checked(v, service_name_problem(v))
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, v: str | None) -> str | None:
-        return _checked(v, (v is not None and namespace_problem(v)) or None)
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[PortEntry]) -> list[PortEntry]:
-        return _checked(v, service_ports_problem((p.name, p.port, p.protocol) for p in v))
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        return _checked(v, labels_problem(v))
-
-    @field_validator("annotations")
-    @classmethod
-    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
-        return _checked(v, annotations_problem(v))
+    labels: _Labels = Field(default_factory=dict)
+    annotations: _Annotations = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceEntry:
         if self.type == "ExternalName":
             if not self.external_name:
                 raise ValueError("type ExternalName needs 'external_name', a DNS name")
-            _checked(self, external_name_problem(self.external_name))
             if self.endpoints:
                 raise ValueError("an ExternalName Service has no endpoints")
             return self
@@ -164,8 +130,9 @@ class Inventory(_Strict):
 
 
 class StaticOptions(ProviderOptions):
-    path: str = Field(min_length=1, description="inventory file (YAML or JSON), relative to "
-                      "the configuration file")
+    path: ConfigPath
+    """The inventory file (YAML, or JSON when the name ends in .json), relative to the
+    configuration file's folder. Read on every run."""
 
 
 class StaticProvider(Provider[StaticOptions]):
@@ -181,7 +148,7 @@ class StaticProvider(Provider[StaticOptions]):
         return self._read()
 
     def _read(self) -> list[ServiceSpec]:
-        path = self.context.resolve_path(self.options.path)
+        path = self.options.path
         shown = str(path)
         if not os.path.lexists(path):  # a symlink loop is reported as one, not as missing
             raise self.context.config_error("path", f"inventory file {shown} not found")
@@ -193,7 +160,7 @@ class StaticProvider(Provider[StaticOptions]):
         except ValidationError as e:
             raise config_error_from(shown, e) from None
         specs: list[ServiceSpec] = []
-        seen: dict[tuple[str | None, str], int] = {}
+        seen: dict[tuple[str, str], int] = {}
         for i, entry in enumerate(inventory.services):
             # The same Service with and without the default namespace spelled out is one.
             key = (entry.namespace or self.context.default_namespace, entry.name)
@@ -206,28 +173,31 @@ class StaticProvider(Provider[StaticOptions]):
         return specs
 
 
+def _backend_ports(entry: ServiceEntry, ep: EndpointEntry, file: str,
+                   field: str) -> Mapping[str, int]:
+    """An endpoint's `ports` (by Service port name), its one `port`, else the Service's."""
+    names = {p.name for p in entry.ports}
+    if ep.ports is not None:
+        unknown = sorted(set(ep.ports) - names)
+        if unknown:
+            raise ConfigError(file, f"{field}.ports", f"no Service port named {unknown[0]!r}"
+                              f"; the Service's ports are {sorted(names)}")
+        return dict(ep.ports)
+    if ep.port is not None:
+        if len(entry.ports) != 1:
+            raise ConfigError(file, f"{field}.port", "the Service has several ports: give "
+                              "'ports: {name: number}' instead of 'port'")
+        return {entry.ports[0].name: ep.port}
+    return {p.name: p.port for p in entry.ports}
+
+
 def _to_spec(entry: ServiceEntry, file: str, where: str) -> ServiceSpec:
     ports = tuple(ServicePort(p.name, p.port, p.protocol, p.app_protocol) for p in entry.ports)
-    names = {p.name for p in ports}
-    backends = []
-    for j, ep in enumerate(entry.endpoints):
-        field = f"{where}.endpoints[{j}]"
-        if ep.ports is not None:
-            unknown = sorted(set(ep.ports) - names)
-            if unknown:
-                raise ConfigError(file, f"{field}.ports", f"no Service port named {unknown[0]!r}"
-                                  f"; the Service's ports are {sorted(names)}")
-            mapping = dict(ep.ports)
-        elif ep.port is not None:
-            if len(ports) != 1:
-                raise ConfigError(file, f"{field}.port", "the Service has several ports: give "
-                                  "'ports: {name: number}' instead of 'port'")
-            mapping = {ports[0].name: ep.port}
-        else:
-            mapping = {p.name: p.port for p in ports}
-        backends.append(Backend(address=ep.address, ports=mapping, ready=ep.ready,
-                                zone=ep.zone, hostname=ep.hostname))
+    backends = tuple(
+        Backend(address=ep.address, ready=ep.ready, zone=ep.zone, hostname=ep.hostname,
+                ports=_backend_ports(entry, ep, file, f"{where}.endpoints[{j}]"))
+        for j, ep in enumerate(entry.endpoints))
     return ServiceSpec(name=entry.name, namespace=entry.namespace, ports=ports,
-                       backends=tuple(backends), type=entry.type,
+                       backends=backends, type=entry.type,
                        external_name=entry.external_name, labels=entry.labels,
                        annotations=entry.annotations)

@@ -59,8 +59,8 @@ def keep_valid(rendered: list[RenderedService],
             out.append(svc)
             continue
         for obj, problem in found:
-            log.error("source %r: Service %s/%s left as it is: the API server would refuse "
-                      "%s %s: %s", svc.source, svc.namespace, svc.name, obj.get("kind"),
+            log.error("Service %s/%s left as it is: the API server would refuse "
+                      "%s %s: %s", svc.namespace, svc.name, obj.get("kind"),
                       obj.get("metadata", {}).get("name"), problem,
                       extra={"source": svc.source})
         skipped.add((svc.namespace, svc.name))

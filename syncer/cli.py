@@ -1,8 +1,13 @@
-"""The command line: run, plan, render, validate, providers."""
+"""The command line: run, plan, render, validate, providers, schema.
+
+Everything it prints, on stdout (`_out`) or stderr (`_err`, and log lines through
+syncer.logs), passes through syncer.secrets.redact.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -11,14 +16,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any
 
-from syncer import __version__
+from syncer import __version__, catalog
 from syncer.apirules import keep_valid
 from syncer.errors import ConfigError, KubeError, SourceError
 from syncer.logs import configure
 from syncer.output import plan_text, render_text
-from syncer.registry import installed, load_class
+from syncer.registry import PluginError, ProviderClass, find, installed
 from syncer.render import render_all
 from syncer.run import (
     EXIT_CONFIG,
@@ -30,6 +35,8 @@ from syncer.run import (
     render_settings,
     sync,
 )
+from syncer.schema import config_schema
+from syncer.secrets import redact
 
 if TYPE_CHECKING:
     from syncer.kube import Kube
@@ -72,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     sub.add_parser("validate", parents=[common, config],
                    help="check the configuration and inventories; contacts nothing")
-    sub.add_parser("providers", parents=[common], help="list the installed provider plugins")
+    providers = sub.add_parser("providers", parents=[common],
+                               help="list the installed provider plugins and their options")
+    providers.add_argument("name", nargs="?", metavar="NAME", help="show this provider only")
+    providers.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    sub.add_parser("schema", parents=[common],
+                   help="print the JSON Schema of the configuration file (for editors)")
     return p
 
 
@@ -96,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure(args.log_format, args.verbose)
     if args.command == "providers":
-        return _providers()
+        return _providers(args.name, args.output)
+    if args.command == "schema":
+        return _schema()
     if not args.config:
-        print("endpoints-sync: error: no configuration: give -c CONFIG or set "
-              "ENDPOINTS_SYNC_CONFIG", file=sys.stderr)
+        _err("endpoints-sync: error: no configuration: give -c CONFIG or set "
+             "ENDPOINTS_SYNC_CONFIG")
         return EXIT_CONFIG
     try:
         if args.command == "run" and args.interval:
@@ -124,12 +138,12 @@ def _once(args: argparse.Namespace) -> int:
             log.error("%s", e)
             return EXIT_CONFIG
         names = ", ".join(f"{s.name} ({s.config.provider})" for s in loaded.sources)
-        print(f"{args.config}: OK: {len(loaded.sources)} source(s): {names}")
+        _out(f"{args.config}: OK: {len(loaded.sources)} source(s): {names}\n")
         return EXIT_OK
     if args.command == "render":
         desired = discover(loaded)
         rendered = render_all(desired.specs, render_settings(loaded.config))
-        sys.stdout.write(render_text(keep_valid(rendered, desired.skipped), args.output))
+        _out(render_text(keep_valid(rendered, desired.skipped), args.output))
         return EXIT_FAILED if desired.failed_sources or desired.skipped else EXIT_OK
     apply = args.command == "run" and not args.dry_run
 
@@ -141,7 +155,7 @@ def _once(args: argparse.Namespace) -> int:
 
     outcome = sync(loaded, kube, apply=apply, force=args.force)
     if not apply:
-        sys.stdout.write(plan_text(outcome.plan, outcome.desired))
+        _out(plan_text(outcome.plan, outcome.desired))
     log.info("%s", outcome.summary())
     return outcome.exit_code
 
@@ -173,44 +187,46 @@ def _loop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _providers() -> int:
-    eps = installed()
-    if not eps:
-        print("no providers installed")
+def _out(text: str) -> None:
+    """The one way to stdout: nothing the CLI prints may show a secret."""
+    sys.stdout.write(redact(text))
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(redact(text) + "\n")
+
+
+def _providers(name: str | None, output: str) -> int:
+    """Every installed provider (or NAME); exit 2 if one shown cannot load."""
+    plugins = installed()
+    try:
+        chosen = [find(name, plugins)] if name is not None else list(plugins.values())
+    except PluginError as e:
+        _err(f"endpoints-sync: error: {e}")
+        return EXIT_CONFIG
+    if not chosen:
+        _err("endpoints-sync: error: no providers installed")
         return EXIT_FAILED
-    for name, ep in sorted(eps.items()):
+    infos = [catalog.describe(p) for p in chosen]  # a broken plugin does not hide the others
+    if output == "json":
+        shown: Any = [catalog.as_json(i) for i in infos]
+        _out(json.dumps(shown[0] if name is not None else shown, indent=2) + "\n")
+    else:
+        _out("\n".join(catalog.as_text(i) for i in infos))
+    for info in infos:
+        if info.error is not None:
+            log.error("%s", info.error)
+    return EXIT_CONFIG if any(i.error is not None for i in infos) else EXIT_OK
+
+
+def _schema() -> int:
+    """The configuration's JSON Schema; a broken plugin is left out with a warning."""
+    classes: dict[str, ProviderClass] = {}
+    for name, plugin in installed().items():
         try:
-            cls = load_class(ep)
-        except Exception as e:  # a broken plugin must not hide the others
-            print(f"{name}  ({ep.value})\n    unavailable: {type(e).__name__}: {e}\n")
-            continue
-        print(f"{name}  ({ep.value})")
-        if cls.summary:
-            print(f"    {cls.summary}")
-        for field_name, info in cls.Options.model_fields.items():
-            print(f"    {field_name}: {_type_name(info.annotation)}{_default(info)}")
-        print()
+            classes[name] = plugin.load()
+        except PluginError as e:
+            log.warning("left out of the schema: %s", e)
+    _out(json.dumps(config_schema(classes), indent=2) + "\n")
     return EXIT_OK
-
-
-def _type_name(annotation: Any) -> str:
-    """A readable type: `list[str] | None`, `'sync' | 'upsert-only'`."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin is Union or type(annotation).__name__ == "UnionType":
-        return " | ".join(_type_name(a) for a in args)
-    if hasattr(annotation, "__metadata__"):  # Annotated[...]
-        return _type_name(args[0])
-    if origin is not None:
-        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
-    if annotation is type(None):
-        return "None"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _default(info: Any) -> str:
-    if info.is_required():
-        return " (required)"
-    return f" = {info.get_default(call_default_factory=True)!r}"

@@ -3,59 +3,63 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    IPvAnyAddress,
-    IPvAnyNetwork,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError
-from syncer.names import label_value_problem, namespace_problem
+from syncer.names import annotations_problem, label_value_problem, labels_problem
+from syncer.options import Cidr, IpAddress, Namespace
+
+T = TypeVar("T")
 
 MAX_MISSES = 1000  # runs; the miss counts live in annotations, which must stay small
 
 
-
-
-
-def _written_as_text(value: object) -> object:
-    """An address or network must be written as text: pydantic would read `1` or `true` as
-    0.0.0.1."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected an IP address or CIDR as a string, got {type(value).__name__}")
-    return value
-
-
-NetworkText = Annotated[IPvAnyNetwork, BeforeValidator(_written_as_text)]
-AddressText = Annotated[IPvAnyAddress, BeforeValidator(_written_as_text)]
-
 class SourceConfig(BaseModel):
-    """One entry of `sources`: the core's keys; the provider's options are kept aside."""
+    """One entry of `sources`: the keys the core handles for every provider (the plugin API's
+    CORE_SOURCE_KEYS); the provider's own options are kept aside."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(min_length=1, max_length=63)
+    """Unique source name: in the source annotation, logs and metrics (a label value)."""
     provider: str = Field(min_length=1)
+    """The provider plugin (see `endpoints-sync providers`)."""
+    namespace: Namespace | None = None
+    """The namespace of this source's Services that name none (default: the config's)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Added to each of this source's Services (over the provider's own)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Added to each of this source's Services (over the provider's own)."""
     allow_empty: bool = Field(default=False, strict=True)
+    """May this source empty a Service that has addresses?"""
     # Added to the config-level lists for this source's addresses (syncer.desired.AddressPolicy).
-    deny_cidrs: tuple[NetworkText, ...] = ()
-    allow_cidrs: tuple[NetworkText, ...] = ()
+    deny_cidrs: tuple[Cidr, ...] = ()
+    """Networks this source may never publish, besides the config's deny_cidrs."""
+    allow_cidrs: tuple[Cidr, ...] = ()
+    """When set (here or in the config), only addresses inside these are published."""
     # Guards (syncer.plan, syncer.damping); None: the config-level value applies.
     max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    """This source's max_change_ratio, in place of the config's (0: off)."""
     remove_after_misses: int | None = Field(default=None, ge=1, le=MAX_MISSES, strict=True)
+    """This source's remove_after_misses, in place of the config's."""
 
     @field_validator("name")
     @classmethod
     def _name_is_label_value(cls, v: str) -> str:
         return _label_value(v, "source name (a label value)")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _no_problem(v, labels_problem(v))
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        return _no_problem(v, annotations_problem(v))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -63,43 +67,47 @@ class SourceConfig(BaseModel):
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     owner: str = Field(default="default", min_length=1, max_length=63)
-    namespace: str = "default"
-    namespaces: tuple[str, ...] | None = None
+    """Ownership id written on every object; runs with other owners never touch them."""
+    namespace: Namespace = "default"
+    """Namespace of Services whose source names none."""
+    namespaces: tuple[Namespace, ...] | None = None
+    """Scope: only these namespaces are listed, written and pruned."""
     write: tuple[Literal["endpointslices", "endpoints"], ...] = ("endpointslices", "endpoints")
+    """Which address objects to write."""
     policy: Literal["sync", "upsert-only", "create-only"] = "sync"
+    """sync creates, updates and deletes; upsert-only never deletes; create-only only creates."""
     adopt: bool = Field(default=False, strict=True)
+    """Take over same-named objects that no tool manages (migrating from hand-kept lists)."""
     max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
+    """Hold deletes back above this share of the objects this owner manages."""
     max_endpoints_per_slice: int = Field(default=100, ge=1, le=1000, strict=True)
+    """Endpoints per EndpointSlice (1..1000)."""
     max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
     """Hold a Service's address writes that change more than this share (None, 0: off)."""
     remove_after_misses: int = Field(default=1, ge=1, le=MAX_MISSES, strict=True)
     """Remove a vanished address on the Nth run it is missing (1: at once)."""
-    deny_cidrs: tuple[NetworkText, ...] = ()
-    allow_cidrs: tuple[NetworkText, ...] = ()
-    hosts: dict[str, tuple[AddressText, ...]] = Field(default_factory=dict)
+    deny_cidrs: tuple[Cidr, ...] = ()
+    """Networks no source may publish."""
+    allow_cidrs: tuple[Cidr, ...] = ()
+    """When set, only addresses inside these networks are published."""
+    hosts: dict[str, tuple[IpAddress, ...]] = Field(default_factory=dict)
+    """Fixed answers for DNS names in backend addresses (like /etc/hosts)."""
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    """Where the backends come from: one entry per provider instance."""
 
     @field_validator("owner")
     @classmethod
     def _owner_is_label_value(cls, v: str) -> str:
         return _label_value(v, "owner id (a label value)")
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace_is_label(cls, v: str) -> str:
-        return _check_namespace(v)
-
     @field_validator("namespaces")
     @classmethod
     def _namespaces_are_labels(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is not None:
-            if not v:
-                raise ValueError("expected at least one namespace (or leave the key out)")
-            for ns in v:
-                _check_namespace(ns)
+        if v is not None and not v:
+            raise ValueError("expected at least one namespace (or leave the key out)")
         return v
 
     @field_validator("write")
@@ -141,15 +149,14 @@ class Config(BaseModel):
         return {s.name: s.remove_after_misses or self.remove_after_misses for s in self.sources}
 
 
-def _label_value(v: str, what: str) -> str:
-    problem = label_value_problem(v, what)
+def _no_problem(v: T, problem: str | None) -> T:
     if problem:
         raise ValueError(problem)
     return v
 
 
-def _check_namespace(v: str) -> str:
-    problem = namespace_problem(v)
+def _label_value(v: str, what: str) -> str:
+    problem = label_value_problem(v, what)
     if problem:
         raise ValueError(problem)
     return v

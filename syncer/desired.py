@@ -101,12 +101,12 @@ def normalise_source(source: str, specs: Sequence[ServiceSpec], *, default_names
         namespace = spec.namespace or default_namespace
         unbuildable = service_name_problem(spec.name) or namespace_problem(namespace)
         if unbuildable:
-            log.warning("source %r: service %s/%s dropped: %s", source, namespace[:80],
+            log.warning("service %s/%s dropped: %s", namespace[:80],
                         spec.name[:80], unbuildable, extra={"source": source})
             continue
         problem = _spec_problem(spec, namespace, scope)
         if problem:
-            log.warning("source %r: service %s/%s left as it is: %s", source, namespace,
+            log.warning("service %s/%s left as it is: %s", namespace,
                         spec.name, problem, extra={"source": source})
             skipped.add((namespace, spec.name))
             continue
@@ -157,13 +157,13 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
     for b in spec.backends:
         problem = _backend_problem(b, known)
         if problem:
-            log.warning("source %r: service %s/%s: backend %s dropped: %s", source, namespace,
+            log.warning("service %s/%s: backend %s dropped: %s", namespace,
                         spec.name, repr(b.address[:80]), problem, extra={"source": source})
             continue
         for ip in _ips(b.address, resolved):
             reason = policy.refused(ip)
             if reason:
-                log.warning("source %r: service %s/%s: address %s dropped (%s)", source,
+                log.warning("service %s/%s: address %s dropped (%s)",
                             namespace, spec.name, ip, reason, extra={"source": source})
                 continue
             address = ip.compressed
@@ -208,7 +208,7 @@ def _without_duplicates(source: str, specs: list[ServiceSpec],
         count[key] = count.get(key, 0) + 1
     twice = {k for k, n in count.items() if n > 1}
     for namespace, name in sorted(twice):
-        log.warning("source %r lists Service %s/%s %d times: left as it is", source, namespace,
+        log.warning("lists Service %s/%s %d times: left as it is", namespace,
                     name, count[(namespace, name)], extra={"source": source})
     skipped.update(twice)
     return [s for s in specs if (s.namespace or "", s.name) not in twice]

@@ -1,25 +1,53 @@
-"""The provider plugin API: everything a provider (built-in or third-party) may import.
+"""The provider plugin API, v1: everything a provider (built-in or third-party) may import.
 
 A provider is a class registered under the entry-point group `endpoints_sync.providers`. It
-declares a pydantic options model (`Options`), is built once per configured source with the
-validated options and a `SourceContext`, and answers one call, `discover()`.
+declares a pydantic options model (`Options`) and answers one call, `discover()`. Providers
+import this module and nothing else of the core; the API follows semantic versioning
+(`API_VERSION`): names here are removed or changed only in a new major version.
+
+Lifecycle of a provider:
+
+- The class is checked when it is defined: `Options` is a `ProviderOptions` subclass that
+  matches the generic parameter and declares none of the core's source keys, `summary` is
+  set and `discover` is implemented. A mistake is a TypeError at import, which the registry
+  reports as a broken plugin (exit 2), never an AttributeError in the middle of a run.
+- On every run (a loop run re-reads the configuration), the registry builds one instance per
+  configured source with the validated options and a `SourceContext`, before anything is
+  contacted. `optional_imports` are checked then: a missing one is a configuration error with
+  the install hint (exit 2).
+- `check()` runs for `endpoints-sync validate`: local checks only, no network.
+- `discover()` runs once per run, in a worker thread, concurrently with the other sources'
+  `discover()`: keep no state between calls that another thread could see half-made. Raise
+  `TransientSourceError` (network, throttling) or `PermanentSourceError` (access denied):
+  the source then counts as failed and every Service it feeds is left as it is (exit 1);
+  the other sources are still synced. A `ConfigError` (a broken inventory file) stops the
+  whole run before anything is written (exit 2). Any other exception is a bug of the
+  provider: it is treated like a permanent source error and logged with its traceback at
+  debug level.
+- Log through `context.log`: its records carry the source name, which the core shows; do
+  not repeat it in messages. Hold secrets as `Secret`: the core cuts their values out of
+  everything it shows.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+from syncer.discovery import Discovery, Kept
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
-from syncer.model import Backend, ServicePort, ServiceSpec
+from syncer.grouping import group_services
+from syncer.model import Backend, Protocol, ServicePort, ServiceSpec
 from syncer.names import (
     address_problem,
     annotations_problem,
@@ -38,13 +66,38 @@ from syncer.names import (
     service_ports_problem,
     zone_problem,
 )
+from syncer.options import (
+    Cidr,
+    ConfigPath,
+    DnsName,
+    IpAddress,
+    Namespace,
+    PortName,
+    PortNumber,
+    Secret,
+    ServiceName,
+)
+from syncer.secrets import redact, redact_remote_message
 
 __all__ = [
+    "API_VERSION",
     "Backend",
+    "Cidr",
     "ConfigError",
+    "ConfigPath",
+    "Discovery",
+    "DnsName",
+    "IpAddress",
+    "Kept",
+    "Namespace",
     "PermanentSourceError",
+    "PortName",
+    "PortNumber",
+    "Protocol",
     "Provider",
     "ProviderOptions",
+    "Secret",
+    "ServiceName",
     "ServicePort",
     "ServiceSpec",
     "SourceContext",
@@ -56,6 +109,7 @@ __all__ = [
     "canonical_ip",
     "config_error_from",
     "external_name_problem",
+    "group_services",
     "hostname_problem",
     "import_optional",
     "is_dns_label",
@@ -66,18 +120,33 @@ __all__ = [
     "load_document",
     "namespace_problem",
     "port_name_problem",
+    "redact",
+    "redact_remote_message",
     "service_name_problem",
     "service_ports_problem",
     "zone_problem",
 ]
 
+API_VERSION = "1.0"
 ENTRY_POINT_GROUP = "endpoints_sync.providers"
+
+# The keys of a source that the core handles for every provider (syncer.config.SourceConfig);
+# an options model must not declare them. Kept in step with SourceConfig by a test.
+CORE_SOURCE_KEYS = frozenset({
+    "name", "provider", "namespace", "allow_empty", "deny_cidrs", "allow_cidrs", "labels",
+    "annotations", "max_change_ratio", "remove_after_misses",
+})
 
 
 class ProviderOptions(BaseModel):
-    """Base class of provider options: unknown keys are errors, values are immutable."""
+    """Base class of provider options: unknown keys are errors, values are immutable, and a
+    field's docstring (or `Field(description=...)`) is its documentation in
+    `endpoints-sync providers` and `endpoints-sync schema`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: str() of a ValidationError never quotes an input (it may be a
+    # secret); the core's own messages decide what to quote (syncer.documents).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              hide_input_in_errors=True)
 
 
 @dataclass(frozen=True)
@@ -91,26 +160,16 @@ class SourceContext:
     field_path: str
     """The source's path in the configuration, e.g. `sources[1]`."""
     config_dir: Path = field(default_factory=Path.cwd)
-    """Relative paths in options resolve against this folder."""
+    """Relative paths resolve against this folder (`ConfigPath` options already are)."""
     default_namespace: str = "default"
-    """The namespace of a Service that names none (`ServiceSpec.namespace=None`)."""
-    skipped: list[tuple[str | None, str, str]] = field(default_factory=list, compare=False,
-                                                       repr=False)
-    """(namespace, name, reason) of the Services `skip` was called for, this run."""
+    """The namespace of a Service that names none: the source's `namespace`, else the
+    configuration's."""
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The provider's logger; every record carries the source name."""
         return logging.LoggerAdapter(logging.getLogger("endpoints_sync.provider"),
                                      {"source": self.source})
-
-    def skip(self, name: str, reason: str, namespace: str | None = None) -> None:
-        """This one Service cannot be built this run: leave it in the cluster exactly as it is.
-
-        Use it instead of leaving the Service out (which would prune it) or failing the whole
-        source (which would freeze its other Services). The run warns with `reason`, counts
-        the Service as skipped and exits 1; the source's other Services are synced.
-        """
-        self.skipped.append((namespace, name, reason))
 
     def config_error(self, option: str, message: str, file: str | None = None) -> ConfigError:
         """An error about one of this source's options (or about a file an option names)."""
@@ -129,14 +188,23 @@ OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
 class Provider(ABC, Generic[OptionsT]):
     """Base class of providers.
 
-    Subclasses set `Options` to their options model and implement `discover()`. Raise
-    `TransientSourceError` for trouble that may pass (network, throttling),
-    `PermanentSourceError` for trouble that will not (access denied), and `ConfigError` for
-    bad local input (an inventory file). Never log or raise secrets.
+    Subclasses set `Options` to their options model and `summary` to one line, and implement
+    `discover()`. An intermediate base class that leaves them to its subclasses says so:
+    `class AwsProvider(Provider[T], abstract=True)`.
     """
 
     Options: ClassVar[type[ProviderOptions]]
     summary: ClassVar[str] = ""
+    optional_imports: ClassVar[Mapping[str, str]] = {}
+    """Module → the extra of the provider's distribution that installs it, e.g.
+    `{"consul": "consul"}`: checked when the source is built, imported only by `discover`."""
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not abstract:
+            problem = contract_problem(cls)
+            if problem:
+                raise TypeError(f"provider class {cls.__module__}.{cls.__qualname__}: {problem}")
 
     def __init__(self, options: OptionsT, context: SourceContext) -> None:
         self.options = options
@@ -146,16 +214,55 @@ class Provider(ABC, Generic[OptionsT]):
         """Local checks for `endpoints-sync validate`: read local files, contact nothing."""
 
     @abstractmethod
-    def discover(self) -> list[ServiceSpec]:
-        """Return the Services this source wants, with their backends."""
+    def discover(self) -> Discovery | Sequence[ServiceSpec]:
+        """The Services this source wants, with their backends, and the ones to keep as
+        they are (`Discovery`); a plain list of ServiceSpec is a Discovery keeping none."""
 
 
-def import_optional(module: str, provider: str, extra: str) -> ModuleType:
-    """Import a provider's heavy dependency only when the provider is used."""
+def contract_problem(cls: type[Provider[Any]]) -> str | None:
+    """What is wrong with a provider class, if anything."""
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, ProviderOptions)):
+        return "set `Options` to a subclass of syncer.plugin.ProviderOptions"
+    declared = _generic_parameter(cls)
+    if declared is not None and not issubclass(options, declared):
+        return (f"`Options` is {options.__name__}, but the class is declared as "
+                f"Provider[{declared.__name__}]")
+    reserved = sorted(CORE_SOURCE_KEYS & set(options.model_fields))
+    if reserved:
+        return (f"{options.__name__} declares {', '.join(map(repr, reserved))}, which the core "
+                "handles for every source; remove it and use the core's")
+    if not isinstance(cls.summary, str) or not cls.summary.strip():
+        return "set `summary` to one line saying what the provider discovers"
+    if inspect.isabstract(cls):
+        return "implement discover()"
+    for module, extra in cls.optional_imports.items():
+        if not (isinstance(module, str) and isinstance(extra, str)):
+            return "`optional_imports` maps module names to extra names"
+    return None
+
+
+def _generic_parameter(cls: type) -> type | None:
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if get_origin(base) is Provider:
+                (arg,) = get_args(base)
+                return arg if isinstance(arg, type) else None
+    return None
+
+
+def missing_module_message(module: str, provider: str, distribution: str, extra: str) -> str:
+    """The one message for a provider whose optional dependency is not installed."""
+    return (f"the {provider} provider needs the '{module}' package, which is not installed: "
+            f"pip install '{distribution}[{extra}]'")
+
+
+def import_optional(module: str, provider: str, extra: str,
+                    distribution: str = "endpoints-sync") -> ModuleType:
+    """Import a provider's heavy dependency only when the provider is used. List it in
+    `optional_imports` too, so that a missing one is found before the run starts."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         raise PermanentSourceError(
-            f"the {provider} provider needs the '{module}' package: "
-            f"pip install 'endpoints-sync[{extra}]'"
-        ) from e
+            missing_module_message(module, provider, distribution, extra)) from e

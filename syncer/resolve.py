@@ -56,7 +56,7 @@ def resolve_names(names: Iterable[str], resolver: Resolver, source: str,
             why = f"cannot resolve {name!r}: {e.strerror or e}"
             if e.errno in _NO_SUCH_NAME:
                 return name, why
-            raise TransientSourceError(f"source {source!r}: {why}") from None
+            raise TransientSourceError(why) from None
         ips = sorted({ip for ip in (canonical_ip(a) for a in found) if ip is not None})
         return name, ips or f"{name!r} has no IP address"
 
@@ -64,8 +64,8 @@ def resolve_names(names: Iterable[str], resolver: Resolver, source: str,
         answers = dict(pool.map(one, unique))
     unresolved = {n: why for n, why in answers.items() if isinstance(why, str)}
     if len(unresolved) == len(answers):
-        raise TransientSourceError(f"source {source!r}: {next(iter(unresolved.values()))}")
+        raise TransientSourceError(next(iter(unresolved.values())))
     for why in unresolved.values():
-        log.warning("source %r: %s; its backends are dropped this run", source, why,
+        log.warning("%s; its backends are dropped this run", why,
                     extra={"source": source})
     return {n: ips for n, ips in answers.items() if not isinstance(ips, str)}

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from syncer.apirules import keep_valid
 from syncer.apply import ApplyResult, apply_plan
-from syncer.config import Config, load_config
+from syncer.config import Config, SourceConfig, load_config
 from syncer.damping import MAX_KEPT, Damped, DampingSettings, damp
 from syncer.desired import AddressPolicy, Desired, merge_sources, normalise_source
+from syncer.discovery import Discovery, Kept
 from syncer.errors import ConfigError, SourceError
 from syncer.model import ServiceSpec
 from syncer.ownership import JSON, owner_selector
@@ -57,15 +59,17 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
                                            for k, v in config.hosts.items()})
     desired = Desired()
 
-    Kept = set[tuple[str, str]]
+    Held = set[tuple[str, str]]
 
-    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception, Kept]:
+    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception, Held]:
+        namespace = source.config.namespace or config.namespace
         try:
-            specs = source.provider.discover()
-            held = _skipped_by_provider(source, config.namespace)
-            specs = [s for s in specs if (s.namespace or config.namespace, s.name) not in held]
+            found = Discovery.of(source.provider.discover())
+            held = _kept_by_provider(source.name, found.kept, namespace)
+            specs = [_with_source_metadata(s, source.config) for s in found.services
+                     if (s.namespace or namespace, s.name) not in held]
             normal, skipped = normalise_source(
-                source.name, specs, default_namespace=config.namespace,
+                source.name, specs, default_namespace=namespace,
                 scope=config.namespaces, policy=address_policy(config, source),
                 resolver=resolver)
             return source.name, normal, skipped | held
@@ -74,7 +78,7 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
         except SourceError as e:
             return source.name, e, set()
         except Exception as e:  # a third-party provider's bug must not stop the others
-            log.debug("source %r raised", source.name, exc_info=True)
+            log.debug("provider raised", exc_info=True, extra={"source": source.name})
             return source.name, e, set()
 
     with ThreadPoolExecutor(max_workers=min(8, len(loaded.sources))) as pool:
@@ -84,28 +88,36 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
         desired.skipped.update(kept)
         if isinstance(outcome, Exception):
             kind = "" if isinstance(outcome, SourceError) else f"{type(outcome).__name__}: "
-            # Providers name their source in their messages; say it once.
+            # Providers written before API v1 name their source in their messages.
             cause = str(outcome).removeprefix(f"source {name!r}: ")
             desired.failed_sources[name] = f"{kind}{cause}"
-            log.error("source %r failed, its Services are left as they are: %s%s", name, kind,
-                      cause, extra={"source": name})
+            log.error("failed, its Services are left as they are: %s%s", kind, cause,
+                      extra={"source": name})
         else:
-            log.info("source %r: %d services, %d addresses", name, len(outcome),
+            log.info("%d services, %d addresses", len(outcome),
                      sum(len(s.backends) for s in outcome), extra={"source": name})
             per_source[name] = outcome
     merge_sources(per_source, desired)
     return desired
 
 
-def _skipped_by_provider(source: Source, default_namespace: str) -> set[tuple[str, str]]:
+def _kept_by_provider(source: str, kept: Iterable[Kept],
+                      default_namespace: str) -> set[tuple[str, str]]:
     held = set()
-    for namespace, name, reason in source.provider.context.skipped:
-        ns = namespace or default_namespace
-        log.warning("source %r: Service %s/%s left as it is: %s", source.name, ns, name,
-                    reason.removeprefix(f"source {source.name!r}: "),
-                    extra={"source": source.name})
-        held.add((ns, name))
+    for k in kept:
+        ns = k.namespace or default_namespace
+        log.warning("Service %s/%s left as it is: %s", ns, k.name,
+                    k.reason.removeprefix(f"source {source!r}: "), extra={"source": source})
+        held.add((ns, k.name))
     return held
+
+
+def _with_source_metadata(spec: ServiceSpec, source: SourceConfig) -> ServiceSpec:
+    """The source's configured labels and annotations go over the provider's own."""
+    if not (source.labels or source.annotations):
+        return spec
+    return dataclasses.replace(spec, labels={**spec.labels, **source.labels},
+                               annotations={**spec.annotations, **source.annotations})
 
 
 def address_policy(config: Config, source: Source) -> AddressPolicy:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import socket
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -23,6 +24,7 @@ import boto3
 import pytest
 from botocore.loaders import Loader, create_loader
 from botocore.session import Session as BotocoreSession
+from moto.server import ThreadedMotoServer
 
 from syncer.plugin import Provider, ProviderOptions, SourceContext
 from tests.loopback_http import LoopbackHTTPServer
@@ -84,6 +86,25 @@ def boto3_session(region: str, **credentials: str) -> boto3.session.Session:
     core = BotocoreSession()
     core.register_component("data_loader", _loader())
     return boto3.session.Session(botocore_session=core, region_name=region, **credentials)
+
+
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for a module's tests (a fixture's body): its URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset_moto(url: str) -> str:
+    """Empty a shared moto server: its state outlives a test otherwise."""
+    reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=10) as answer:
+        assert answer.status == 200
+    return url
 
 
 def closed_port() -> int:

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from syncer.logs import TextFormatter
 from tests.kubeapi import KubeApiServer
 
 TEST_NAMESPACES = ("default", "storage", "external")
+
+
+@pytest.fixture(autouse=True)
+def _logs_as_users_see_them(caplog: pytest.LogCaptureFixture) -> None:
+    """caplog.text in the CLI's text format: with the `source 'x': ` of a record's source
+    field, and secrets redacted."""
+    caplog.handler.setFormatter(TextFormatter())
 
 
 @pytest.fixture

@@ -91,8 +91,10 @@ def test_bad_provider_items_are_dropped_and_only_dns_names_are_resolved(
     text = caplog.text
     for item in ("'not an address!'", "'192.0.2.013'", "'fe80::1%eth0'", "'::ffff:192.0.2.9'",
                  "'Bad.Host'", "'zone 1'", "{'http': 0}"):
-        (line,) = [r.getMessage() for r in caplog.records if item in r.getMessage()]
-        assert line.startswith("source 'consul-x': service external/web: backend ")
+        (record,) = [r for r in caplog.records if item in r.getMessage()]
+        line = record.getMessage()
+        assert getattr(record, "source", None) == "consul-x"
+        assert line.startswith("service external/web: backend ")
         assert "dropped" in line
     assert "service external/Bad_Name dropped" in text
     assert "service Bad_NS/elsewhere dropped" in text

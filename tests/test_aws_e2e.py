@@ -8,16 +8,20 @@ metadata is off.
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
-from tests.aws_fakes import boto3_session, closed_port, fake_aws_environment
+from tests.aws_fakes import (
+    boto3_session,
+    closed_port,
+    fake_aws_environment,
+    moto_server,
+    reset_moto,
+)
 from tests.cli import run_sync
 from tests.kubeapi import KubeApiServer
 
@@ -35,23 +39,14 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto() -> Iterator[str]:
+    yield from moto_server()
 
 
 @pytest.fixture
-def moto_url(moto_server: str, env: dict[str, str]) -> str:
-    """The shared moto server, emptied: its state outlives a test otherwise."""
-    reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=10) as answer:
-        assert answer.status == 200
-    return moto_server
+def moto_url(moto: str, env: dict[str, str]) -> str:
+    """The shared moto server, emptied."""
+    return reset_moto(moto)
 
 
 @pytest.fixture
@@ -214,3 +209,43 @@ def test_rds_writers_resolve_through_hosts_and_show_restarts(
     assert second.returncode == 0, second.stderr
     assert slice_addresses(kube, "billing") == {"192.0.2.10": False}
     assert endpoints_addresses(kube, "billing") == {"192.0.2.10": False}
+
+
+def test_port_tag_alone_sets_each_service_port_and_keeps_a_disagreeing_one(
+        kube: KubeApiServer, kubeconfig: Path, env: dict[str, str], tmp_path: Path,
+        moto_url: str, ec2: EC2Client) -> None:
+    vpc = ec2.create_vpc(CidrBlock="192.0.2.0/24")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="192.0.2.0/25")["Subnet"]["SubnetId"]
+
+    def tagged(svc: str, port: str) -> None:
+        ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnet,
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                              {"Key": "svc", "Value": svc}, {"Key": "port", "Value": port}]}])
+
+    tagged("web", "8080")
+    tagged("api", "9090")
+    source = {"name": "apps", "provider": "aws_ec2", "regions": ["us-east-1"],
+              "endpoint_url": moto_url, "max_attempts": 1, "service_tag": "svc",
+              "port_tag": "port"}
+    config = write_config(tmp_path, [source])
+
+    first = run(config, kubeconfig, env)
+
+    assert first.returncode == 0, first.stderr
+    for name, port in (("web", 8080), ("api", 9090)):
+        service = kube.get_object("Service", NAMESPACE, name)
+        assert service is not None
+        assert [p["port"] for p in service["spec"]["ports"]] == [port]
+    web_before = [obj for obj in snapshot(kube)
+                  if obj["metadata"]["name"].startswith("web")]
+
+    tagged("web", "8443")  # now the web instances disagree
+    tagged("api", "9090")
+    second = run(config, kubeconfig, env)
+
+    assert second.returncode == 1, second.stderr
+    assert "source 'apps': Service external/web left as it is" in second.stderr
+    assert "ports 8080, 8443" in second.stderr
+    assert [obj for obj in snapshot(kube) if obj["metadata"]["name"].startswith("web")] \
+        == web_before
+    assert len(slice_addresses(kube, "api")) == 2  # the source's other Service is synced

@@ -11,9 +11,11 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
-from providers.aws_ec2 import Ec2Provider
+from providers.aws_ec2 import Ec2Filter, Ec2Provider
 from syncer.plugin import (
     ConfigError,
+    Discovery,
+    Kept,
     PermanentSourceError,
     ServicePort,
     ServiceSpec,
@@ -82,11 +84,19 @@ class Region:
         return instance
 
 
-def discover(options: Mapping[str, Any]) -> list[ServiceSpec]:
+def discovery(options: Mapping[str, Any]) -> Discovery:
     return build(Ec2Provider, {"regions": ["us-east-1"], **options}, source="web").discover()
 
 
-def only(services: list[ServiceSpec]) -> ServiceSpec:
+def discover(options: Mapping[str, Any]) -> list[ServiceSpec]:
+    """The Services of a discovery that keeps none as it is."""
+    found = discovery(options)
+    assert found.kept == (), found.kept
+    return list(found.services)
+
+
+def only(found: list[ServiceSpec] | Discovery) -> ServiceSpec:
+    services = list(found.services) if isinstance(found, Discovery) else found
     assert len(services) == 1, services
     return services[0]
 
@@ -242,8 +252,8 @@ def test_service_tag_groups_instances_and_skips_invalid_names(
     assert [s.name for s in services] == ["api", "web"]
     assert ids(services[0]) == {api["InstanceId"]}
     assert ids(services[1]) == {i["InstanceId"] for i in web}
-    assert "'Web_1' is not a valid Service name" in caplog.text
-    assert bad["InstanceId"] in caplog.text
+    assert "source 'web': tag 'svc': expected a Service name" in caplog.text
+    assert "got 'Web_1'; dropped instance " + bad["InstanceId"] in caplog.text
 
 
 @pytest.mark.usefixtures("aws")
@@ -262,18 +272,76 @@ def test_port_tag_sets_each_backend_port_and_skips_missing_or_malformed(
     assert {b.meta["instance-id"]: dict(b.ports) for b in spec.backends} == {
         a["InstanceId"]: {"": 8080}, b["InstanceId"]: {"": 9090}}
     for skipped in (missing, words, too_big):
-        assert f"instance {skipped['InstanceId']} (us-east-1): tag 'port' is missing or not " \
-               "a port number" in caplog.text
+        assert f"source 'web': Service 'web': instance {skipped['InstanceId']} (us-east-1): " \
+               "tag 'port' is missing or not a port number" in caplog.text
+    # The record carries the source; the message does not repeat it.
+    assert {r.source for r in caplog.records} == {"web"}  # type: ignore[attr-defined]
+    assert not any(r.getMessage().startswith("source") for r in caplog.records)
 
 
 @pytest.mark.usefixtures("aws")
-def test_named_ports_and_namespace() -> None:
+def test_port_tag_alone_gives_each_service_its_instances_port(
+        caplog: pytest.LogCaptureFixture) -> None:
+    region = Region()
+    web = [region.launch({"svc": "web", "port": "8080"}) for _ in range(2)]
+    api = region.launch({"svc": "api", "port": "9090"})
+    untagged = region.launch({"svc": "api"})
+
+    services = discover({"service_tag": "svc", "port_tag": "port"})
+
+    assert [(s.name, s.ports) for s in services] == [
+        ("api", (ServicePort(name="", port=9090),)), ("web", (ServicePort(name="", port=8080),))]
+    assert ids(services[0]) == {api["InstanceId"]}
+    assert ids(services[1]) == {i["InstanceId"] for i in web}
+    assert {p for s in services for b in s.backends for p in b.ports.values()} == {8080, 9090}
+    assert f"instance {untagged['InstanceId']} (us-east-1): tag 'port' is missing" in caplog.text
+
+
+@pytest.mark.usefixtures("aws")
+def test_port_tag_alone_keeps_a_service_whose_instances_disagree() -> None:
+    region = Region()
+    region.launch({"svc": "web", "port": "8080"})
+    region.launch({"svc": "web", "port": "8443"})
+    api = region.launch({"svc": "api", "port": "9090"})
+
+    found = discovery({"service_tag": "svc", "port_tag": "port"})
+
+    assert [(s.name, ids(s)) for s in found.services] == [("api", {api["InstanceId"]})]
+    (kept,) = found.kept
+    assert kept.name == "web" and kept.namespace is None
+    assert "ports 8080, 8443" in kept.reason and "set `port`" in kept.reason
+
+
+@pytest.mark.usefixtures("aws")
+def test_port_beside_port_tag_wins_over_disagreeing_instances() -> None:
+    region = Region()
+    region.launch({"svc": "web", "port": "8080"})
+    region.launch({"svc": "web", "port": "8443"})
+
+    spec = only(discover({"service_tag": "svc", "port_tag": "port", "port": 443}))
+
+    assert spec.ports == (ServicePort(name="", port=443),)
+    assert sorted(b.ports[""] for b in spec.backends) == [8080, 8443]
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_fixed_service_matching_nothing_with_port_tag_alone_is_kept() -> None:
+    Region().launch({"env": "dev", "port": "80"})
+
+    found = discovery({"service": "web", "port_tag": "port", "tags": {"env": "prod"}})
+
+    assert found.services == ()
+    assert found.kept == (Kept("web", "nothing matched, so its port is unknown; set `port` "
+                               "to publish it empty"),)
+
+
+@pytest.mark.usefixtures("aws")
+def test_named_ports_and_the_sources_namespace() -> None:
     Region().launch()
 
-    spec = only(discover({"service": "rgw", "ports": {"http": 80, "admin": 9000},
-                          "namespace": "storage"}))
+    spec = only(discover({"service": "rgw", "ports": {"http": 80, "admin": 9000}}))
 
-    assert spec.namespace == "storage"
+    assert spec.namespace is None  # the core fills in the source's namespace
     assert spec.ports == (ServicePort(name="admin", port=9000), ServicePort(name="http", port=80))
     assert spec.backends[0].ports == {}
 
@@ -405,10 +473,8 @@ def test_access_denied_is_permanent_and_names_source_region_and_action() -> None
         "UnauthorizedOperation", "You are not authorized to perform this operation.")))
 
     assert isinstance(error, PermanentSourceError)
-    assert "source 'web'" in str(error)
-    assert "eu-west-1" in str(error)
-    assert "ec2:DescribeInstances" in str(error)
-    assert "access denied" in str(error)
+    # The core names the source: the message starts with the action and the region.
+    assert str(error).startswith("ec2:DescribeInstances in eu-west-1: access denied")
 
 
 @pytest.mark.usefixtures("aws_env")
@@ -457,7 +523,7 @@ def test_failed_regions_are_reported_together() -> None:
 
     # Permanent wins: retrying cannot mend the denied region.
     assert type(failure.value) is PermanentSourceError
-    assert str(failure.value).count("source 'web'") == 1
+    assert "source" not in str(failure.value)  # the core names the source
     assert "DescribeInstances in us-east-1: throttled" in str(failure.value)
     assert "DescribeInstances in eu-west-1: access denied" in str(failure.value)
 
@@ -552,7 +618,7 @@ VALID = {"service": "web", "port": 80}
     ({"service": "web", "service_tag": "svc", "port": 80}, ()),
     ({"service": "web"}, ()),
     ({**VALID, "ports": {"http": 80}}, ()),
-    ({**VALID, "port_tag": "p", "port": None}, ()),
+    ({"service": "web", "port": None}, ()),
     ({**VALID, "regions": ["us_east_1"]}, ("regions", 0)),
     ({**VALID, "regions": []}, ("regions",)),
     ({**VALID, "regions": ["eu-west-1", "eu-west-1"]}, ("regions",)),
@@ -565,7 +631,7 @@ VALID = {"service": "web", "port": 80}
     ({**VALID, "port": 0}, ("port",)),
     ({"service": "web", "ports": {"HTTP": 80}}, ("ports", "HTTP", "[key]")),
     ({**VALID, "service": "Web"}, ("service",)),
-    ({**VALID, "namespace": "Ext"}, ("namespace",)),
+    ({**VALID, "namespace": "ext"}, ("namespace",)),  # core-owned: not a provider option
     ({**VALID, "tags": {"env": []}}, ("tags", "env", "list[str]")),
     ({**VALID, "filters": [{"Name": "vpc-id"}]}, ("filters", 0, "Values")),
     ({**VALID, "filters": [{"name": "vpc-id", "Values": ["v"]}]}, ("filters", 0, "Name")),
@@ -581,12 +647,25 @@ def test_invalid_options_are_reported_with_their_path(options: dict[str, Any],
     assert location in [e["loc"] for e in failure.value.errors()]
 
 
+def test_port_tag_alone_is_enough() -> None:
+    options = Ec2Provider.Options.model_validate({"service_tag": "svc", "port_tag": "port"})
+
+    assert (options.port, options.ports, options.port_tag) == (None, None, "port")
+
+
+def test_every_option_is_documented() -> None:
+    undocumented = [name for model in (Ec2Provider.Options, Ec2Filter)
+                    for name, f in model.model_fields.items() if not f.description]
+
+    assert undocumented == []
+
+
 def test_option_defaults() -> None:
     options = Ec2Provider.Options.model_validate(VALID)
 
     assert options.model_dump(exclude={"service", "port"}) == {
         "regions": None, "profile": None, "role_arn": None, "external_id": None,
-        "endpoint_url": None, "namespace": None, "max_attempts": 5, "connect_timeout": 5.0,
+        "endpoint_url": None, "max_attempts": 5, "connect_timeout": 5.0,
         "read_timeout": 20.0, "tags": {}, "filters": [], "states": ["running"],
         "address": "private", "service_tag": None, "ports": None, "port_tag": None,
         "page_size": 1000,

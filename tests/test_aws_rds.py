@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from providers.aws_rds import HOSTNAME_ANNOTATION, RdsProvider
 from syncer.plugin import (
+    Discovery,
+    Kept,
     PermanentSourceError,
     ServicePort,
     ServiceSpec,
@@ -78,8 +80,15 @@ def endpoint(rds: RDSClient, instance: str) -> str:
     return described["Endpoint"]["Address"]
 
 
-def discover(options: Mapping[str, Any]) -> list[ServiceSpec]:
+def discovery(options: Mapping[str, Any]) -> Discovery:
     return build(RdsProvider, {"regions": ["us-east-1"], **options}).discover()
+
+
+def discover(options: Mapping[str, Any]) -> list[ServiceSpec]:
+    """The Services of a discovery that keeps none as it is."""
+    found = discovery(options)
+    assert found.kept == (), found.kept
+    return list(found.services)
 
 
 def by_name(services: list[ServiceSpec]) -> dict[str, ServiceSpec]:
@@ -111,11 +120,11 @@ def test_an_instance_backs_a_service_named_after_it(rds: RDSClient) -> None:
 def test_port_option_remaps_the_service_port(rds: RDSClient) -> None:
     create_instance(rds, "billing")
 
-    spec = only(discover({"port": 15432, "namespace": "external"}))
+    spec = only(discover({"port": 15432}))
 
     assert spec.ports == (ServicePort(name="", port=15432),)
     assert spec.backends[0].ports == {"": 5432}
-    assert spec.namespace == "external"
+    assert spec.namespace is None  # the core fills in the source's namespace
 
 
 def test_instances_not_available_are_published_not_ready(rds: RDSClient) -> None:
@@ -171,7 +180,7 @@ def test_engines_are_sent_to_the_server(aws_env: dict[str, str]) -> None:
     finally:
         double.stop()
 
-    assert services == []
+    assert services == Discovery()
     assert double.actions() == ["DescribeDBInstances", "DescribeDBClusters"]
     for request in double.requests:
         assert request.params["Filters.Filter.1.Name"] == ["engine"]
@@ -256,11 +265,20 @@ def test_externalname_mode_refuses_two_databases_for_one_service(rds: RDSClient)
     create_instance(rds, "a")
     create_instance(rds, "b")
 
-    source = build(RdsProvider, {"regions": ["us-east-1"], "mode": "externalname",
-                                 "service": "shared"})
-    assert source.discover() == []
-    ((_, name, reason),) = source.context.skipped
-    assert name == "shared" and "'shared' matched DB instance a" in reason
+    found = discovery({"mode": "externalname", "service": "shared"})
+
+    assert found.services == ()
+    (kept,) = found.kept
+    assert kept.name == "shared"
+    assert "'shared' matched DB instance a (us-east-1), DB instance b" in kept.reason
+
+
+def test_externalname_mode_keeps_a_named_service_that_matches_nothing(rds: RDSClient) -> None:
+    create_instance(rds, "billing", tags={"env": "dev"})
+
+    found = discovery({"mode": "externalname", "service": "billing", "tags": {"env": "prod"}})
+
+    assert found == Discovery(kept=(Kept("billing", "matched no DB instance or cluster"),))
 
 
 # --- Service names -----------------------------------------------------------------------
@@ -277,6 +295,39 @@ def test_service_option_puts_every_match_in_one_service(rds: RDSClient) -> None:
         sorted([endpoint(rds, "replica-a"), endpoint(rds, "replica-b")]))}
 
 
+def test_databases_of_one_service_on_different_ports_are_kept(rds: RDSClient) -> None:
+    create_instance(rds, "pg", engine="postgres", tags={"svc": "shared"})
+    create_instance(rds, "my", engine="mysql", tags={"svc": "shared"})
+    create_instance(rds, "solo", tags={"svc": "solo"})
+
+    found = discovery({"service_tag": "svc"})
+
+    assert [s.name for s in found.services] == ["solo"]
+    (kept,) = found.kept
+    assert kept.name == "shared"
+    assert "ports 3306, 5432" in kept.reason and "set `port`" in kept.reason
+
+
+def test_an_explicit_port_wins_over_databases_on_different_ports(rds: RDSClient) -> None:
+    create_instance(rds, "pg", engine="postgres")
+    create_instance(rds, "my", engine="mysql")
+
+    spec = only(discover({"service": "shared", "port": 6000}))
+
+    assert spec.ports == (ServicePort(name="", port=6000),)
+    assert {b.meta["db-instance"]: b.ports[""] for b in spec.backends} == {
+        "my": 3306, "pg": 5432}
+
+
+def test_a_cluster_without_the_chosen_members_is_published_empty(rds: RDSClient) -> None:
+    cluster = create_cluster(rds, "orders", members=1)  # a writer only
+
+    spec = only(discover({"role": "reader"}))
+
+    assert (spec.name, spec.backends) == ("orders", ())
+    assert spec.ports == (ServicePort(name="", port=cluster["Port"]),)
+
+
 def test_service_tag_names_services_and_skips_invalid_names(
         rds: RDSClient, caplog: pytest.LogCaptureFixture) -> None:
     create_instance(rds, "a", tags={"k8s-service": "billing-db"})
@@ -287,18 +338,16 @@ def test_service_tag_names_services_and_skips_invalid_names(
     services = discover({"service_tag": "k8s-service"})
 
     assert [s.name for s in services] == ["billing-db", "orders-db"]
-    assert "'Billing_DB' is not a valid Service name" in caplog.text
-    assert "DB instance bad (us-east-1)" in caplog.text
+    assert "source 'db': tag 'k8s-service': expected a Service name" in caplog.text
+    assert "got 'Billing_DB'; dropped DB instance bad (us-east-1)" in caplog.text
 
 
 def test_a_named_service_that_matches_nothing(rds: RDSClient) -> None:
     create_instance(rds, "billing", tags={"env": "dev"})
     selection = {"service": "billing", "tags": {"env": "prod"}}
 
-    source = build(RdsProvider, {"regions": ["us-east-1"], **selection})
-    assert source.discover() == []
-    ((_, name, reason),) = source.context.skipped
-    assert name == "billing" and "matched no DB instance or cluster" in reason
+    assert discovery(selection) == Discovery(kept=(Kept(
+        "billing", "nothing matched, so its port is unknown; set `port` to publish it empty"),))
     empty = only(discover({**selection, "port": 5432}))
 
     assert (empty.name, empty.backends, empty.ports) == (
@@ -318,8 +367,8 @@ def test_several_regions_and_an_assumed_role(rds: RDSClient) -> None:
     create_instance(boto3_session("us-east-1", **as_role).client("rds"), "east")
     create_instance(boto3_session("eu-west-1", **as_role).client("rds"), "west")
 
-    services = build(RdsProvider, {"regions": ["us-east-1", "eu-west-1"],
-                                   "role_arn": ROLE_ARN}).discover()
+    services = list(build(RdsProvider, {"regions": ["us-east-1", "eu-west-1"],
+                                        "role_arn": ROLE_ARN}).discover().services)
 
     assert {s.name: s.backends[0].meta["region"] for s in services} == {
         "east": "us-east-1", "west": "eu-west-1"}
@@ -352,8 +401,8 @@ def test_failures_name_source_region_and_action(reply: Reply, expected: type[Sou
         double.stop()
 
     assert type(failure.value) is expected
-    assert str(failure.value).startswith(
-        "source 'db': rds:DescribeDBInstances in eu-west-1: ")
+    # The core names the source: the message starts with the action and the region.
+    assert str(failure.value).startswith("rds:DescribeDBInstances in eu-west-1: ")
     assert words in str(failure.value)
 
 
@@ -391,6 +440,7 @@ def test_a_failure_in_one_region_fails_the_whole_source() -> None:
     ({"regions": ["EU-WEST-1"]}, ("regions", 0)),
     ({"ready_statuses": []}, ("ready_statuses",)),
     ({"filters": [{"Name": "engine", "Values": ["x"]}]}, ("filters",)),
+    ({"namespace": "databases"}, ("namespace",)),  # core-owned: not a provider option
 ])
 def test_invalid_options_are_reported_with_their_path(options: dict[str, Any],
                                                       location: tuple[str | int, ...]) -> None:
@@ -405,11 +455,15 @@ def test_option_defaults() -> None:
 
     assert options.model_dump() == {
         "regions": None, "profile": None, "role_arn": None, "external_id": None,
-        "endpoint_url": None, "namespace": None, "max_attempts": 5, "connect_timeout": 5.0,
+        "endpoint_url": None, "max_attempts": 5, "connect_timeout": 5.0,
         "read_timeout": 20.0, "tags": {}, "engines": None, "role": "writer",
         "mode": "resolve", "port": None, "service": None, "service_tag": None,
         "ready_statuses": ["available"], "page_size": 100,
     }
+
+
+def test_every_option_is_documented() -> None:
+    assert [n for n, f in RdsProvider.Options.model_fields.items() if not f.description] == []
 
 
 def only(services: list[ServiceSpec]) -> ServiceSpec:

@@ -20,8 +20,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from providers.consul import ConsulOptions, ConsulProvider, normalise_url
+from syncer.options import CONFIG_DIR
 from syncer.plugin import (
     ConfigError,
+    Discovery,
     PermanentSourceError,
     ServiceSpec,
     SourceContext,
@@ -58,13 +60,24 @@ def context(tmp_path: Path, source: str = "payments") -> SourceContext:
                          field_path="sources[1]", config_dir=tmp_path)
 
 
+def load(tmp_path: Path, **options: Any) -> ConsulOptions:
+    """Options as the registry loads them: paths resolved against the config's folder."""
+    return ConsulOptions.model_validate(options, context={CONFIG_DIR: tmp_path})
+
+
 def provider(double: ConsulDouble, tmp_path: Path, **options: Any) -> ConsulProvider:
-    opts = ConsulOptions.model_validate({"url": double.url, "timeout_seconds": 2, **options})
+    opts = load(tmp_path, **{"url": double.url, "timeout_seconds": 2, **options})
     return ConsulProvider(opts, context(tmp_path))
 
 
+def found(double: ConsulDouble, tmp_path: Path, **options: Any) -> Discovery:
+    result = provider(double, tmp_path, **options).discover()
+    assert isinstance(result, Discovery)
+    return result
+
+
 def discover(double: ConsulDouble, tmp_path: Path, **options: Any) -> dict[str, ServiceSpec]:
-    return {s.name: s for s in provider(double, tmp_path, **options).discover()}
+    return {s.name: s for s in found(double, tmp_path, **options).services}
 
 
 def addresses(spec: ServiceSpec) -> list[tuple[str, bool]]:
@@ -176,7 +189,7 @@ def test_catalog_filter_narrows_the_catalog_on_the_server(consul: ConsulDouble,
 
 def test_a_filter_consul_rejects_fails_the_source_permanently(consul: ConsulDouble,
                                                               tmp_path: Path) -> None:
-    with pytest.raises(PermanentSourceError, match=r"payments.*Selector \\?\"Nope\\?\" is not"):
+    with pytest.raises(PermanentSourceError, match=r"Selector \\?\"Nope\\?\" is not"):
         discover(consul, tmp_path, services=["web"], filter='Nope == "x"')
 
 
@@ -251,10 +264,12 @@ def test_catalog_mode_keeps_a_service_whose_instances_all_fail(consul: ConsulDou
 
 def test_a_listed_service_without_instances_needs_a_port(consul: ConsulDouble,
                                                          tmp_path: Path) -> None:
-    source = provider(consul, tmp_path, services=["ghost"])
-    assert source.discover() == []
-    ((_, name, reason),) = source.context.skipped
-    assert name == "ghost" and "set `port`" in reason
+    result = found(consul, tmp_path, services=["ghost"])
+    assert result.services == ()
+    ((kept),) = result.kept
+    assert kept.name == "ghost" and kept.namespace is None
+    assert kept.reason.startswith("consul service 'ghost': nothing matched")
+    assert "set `port`" in kept.reason
 
     specs = discover(consul, tmp_path, services=["ghost"], port=80)
     assert specs["ghost"].backends == () and specs["ghost"].ports[0].port == 80
@@ -341,13 +356,14 @@ def test_the_same_address_registered_twice_is_one_endpoint(consul: ConsulDouble,
 # --- names ---------------------------------------------------------------------------------
 
 
-def test_name_prefix_rename_and_namespace(consul: ConsulDouble, tmp_path: Path) -> None:
-    specs = discover(consul, tmp_path, name_prefix="consul-", rename={"api": "orders-api"},
-                     namespace="external")
+def test_name_prefix_and_rename(consul: ConsulDouble, tmp_path: Path) -> None:
+    specs = discover(consul, tmp_path, name_prefix="consul-", rename={"api": "orders-api"})
 
     assert sorted(specs) == ["consul-web", "orders-api"]
     assert specs["orders-api"].annotations["consul.endpoints-sync.io/service"] == "api"
-    assert {s.namespace for s in specs.values()} == {"external"}
+    # The namespace is the core's (the source's `namespace` key), not an option of consul.
+    assert {s.namespace for s in specs.values()} == {None}
+    assert "sources[1].namespace: unknown key" in options_error(namespace="external")
 
 
 def test_a_catalog_name_kubernetes_cannot_take_is_skipped_with_a_warning(
@@ -359,8 +375,12 @@ def test_a_catalog_name_kubernetes_cannot_take_is_skipped_with_a_warning(
 
     assert sorted(specs) == ["api", "web"]
     assert "/v1/health/service/Billing_API" not in consul.paths()
-    warning = [r.getMessage() for r in caplog.records if "Billing_API" in r.getMessage()]
-    assert warning and "payments" in warning[0] and "rename" in warning[0]
+    (warning,) = [r for r in caplog.records if "Billing_API" in r.getMessage()]
+    assert "expected a Service name" in warning.getMessage()
+    assert "map it with `rename`" in warning.getMessage()
+    # The source is a field of the record, which the core shows; the message does not repeat it.
+    assert getattr(warning, "source", None) == "payments"
+    assert "payments" not in warning.getMessage()
 
 
 def test_a_renamed_catalog_name_is_synced(consul: ConsulDouble, tmp_path: Path) -> None:
@@ -375,24 +395,24 @@ def test_two_catalog_services_on_one_name_skip_that_service(consul: ConsulDouble
                                                             tmp_path: Path) -> None:
     consul.register("orders", "node-a", port=7000)
 
-    source = provider(consul, tmp_path, rename={"api": "orders"})
-    specs = {s.name: s for s in source.discover()}
+    result = found(consul, tmp_path, rename={"api": "orders"})
 
-    assert sorted(specs) == ["web"]
-    ((namespace, name, reason),) = source.context.skipped
-    assert (namespace, name) == (None, "orders")
-    assert "'api' and 'orders' both map to Service 'orders'" in reason
+    assert [s.name for s in result.services] == ["web"]
+    (kept,) = result.kept
+    assert (kept.namespace, kept.name) == (None, "orders")
+    assert "'api' and 'orders' both map to Service 'orders'" in kept.reason
     assert not any("/v1/health/service/orders" in p or "/v1/health/service/api" in p
                    for p in consul.paths())
 
 
 def test_explicit_names_are_checked_when_the_options_load() -> None:
-    assert "services[1]: 'Billing_API' is not a valid Service name" in options_error(
-        services=["web", "Billing_API"])
+    message = options_error(services=["web", "Billing_API"])
+    assert "services[1] 'Billing_API': expected a Service name (a DNS-1035" in message
+    assert "map it with `rename`" in message
     assert "'b' and 'a' both map to Service 'x'" in options_error(
         services=["a", "b"], rename={"a": "x", "b": "x"})
     assert "rename names 'other'" in options_error(services=["a"], rename={"other": "x"})
-    assert "sources[1].rename: Bad: 'Bad_Target' is not a valid" in options_error(
+    assert "sources[1].rename.Bad: expected a Service name" in options_error(
         rename={"Bad": "Bad_Target"})
 
 
@@ -403,16 +423,45 @@ def test_instances_on_different_ports_need_a_service_port(consul: ConsulDouble,
                                                           tmp_path: Path) -> None:
     consul.register("web", "node-a", port=8081, address="198.51.100.11")
 
-    source = provider(consul, tmp_path, services=["web"])
-    assert source.discover() == []
-    ((_, name, reason),) = source.context.skipped
-    assert name == "web" and "'web'" in reason and "ports 8080, 8081; set `port`" in reason
+    result = found(consul, tmp_path, services=["web"])
+    assert result.services == ()
+    (kept,) = result.kept
+    assert kept.name == "web" and kept.reason.startswith("consul service 'web': ")
+    assert "ports 8080, 8081; set `port`" in kept.reason
 
     web = discover(consul, tmp_path, services=["web"], port=80, port_name="http")["web"]
     assert [(p.name, p.port) for p in web.ports] == [("http", 80)]
     assert [(b.address, dict(b.ports)) for b in web.backends] == [
         ("192.0.2.11", {"http": 8080}), ("198.51.100.10", {"http": 8080}),
         ("198.51.100.11", {"http": 8081})]
+
+
+def test_unhealthy_instances_that_disagree_on_the_port_keep_the_service(
+        consul: ConsulDouble, tmp_path: Path) -> None:
+    consul.register("cache", "node-a", port=6379, checks="critical")
+    consul.register("cache", "node-b", port=6380, checks="critical")
+
+    result = found(consul, tmp_path, services=["cache"])
+
+    assert result.services == ()
+    (kept,) = result.kept
+    assert kept.name == "cache" and "ports 6379, 6380; set `port`" in kept.reason
+    specs = discover(consul, tmp_path, services=["cache"], port=6379)
+    assert specs["cache"].backends == () and specs["cache"].ports[0].port == 6379
+
+
+def test_a_malformed_instance_takes_no_part_in_the_port(
+        consul: ConsulDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    consul.register("web", "node-a", port=9999, address="not an address", service_id="web-bad")
+
+    with caplog.at_level(logging.WARNING):
+        web = discover(consul, tmp_path, services=["web"])["web"]
+
+    assert web.ports[0].port == 8080
+    assert addresses(web) == [("192.0.2.11", True), ("198.51.100.10", True)]
+    (warning,) = [r.getMessage() for r in caplog.records if "'web-bad'" in r.getMessage()]
+    assert warning.startswith("consul service 'web': instance 'web-bad' on node 'node-a' left "
+                              "out: its address: expected an IP address or a DNS name")
 
 
 def test_an_instance_without_port_uses_the_service_port_or_is_left_out(
@@ -508,7 +557,7 @@ def test_no_token_reads_as_anonymous_and_warns(acl: ConsulDouble, tmp_path: Path
 
 
 def test_a_wrong_token_is_a_permanent_error(acl: ConsulDouble, tmp_path: Path) -> None:
-    with pytest.raises(PermanentSourceError, match=r"'payments'.*access denied \(ACL not found"):
+    with pytest.raises(PermanentSourceError, match=r"access denied \(ACL not found"):
         discover(acl, tmp_path, token="wrong-token")
 
 
@@ -531,7 +580,7 @@ def test_a_missing_or_empty_token_file_names_the_option(consul: ConsulDouble,
         provider(consul, tmp_path, token_file="absent").check()
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(PermanentSourceError,
-                       match=r"'payments': .*config.yaml: sources\[1\].token_file: .* is empty"):
+                       match=r"^/.*config.yaml: sources\[1\].token_file: .*empty is empty"):
         discover(consul, tmp_path, token_file="empty")
     assert consul.requests == []
 
@@ -545,7 +594,7 @@ def test_the_token_never_shows(acl: ConsulDouble, tmp_path: Path,
     opts = ConsulOptions.model_validate({"url": acl.url, "token": TOKEN, "timeout_seconds": 0.5})
     shown += [repr(opts), str(opts), opts.model_dump_json(), str(opts.model_dump())]
     good = ConsulProvider(opts, context(tmp_path))
-    shown += [repr(s) for s in good.discover()]
+    shown += [repr(s) for s in good.discover().services]
     faults: list[Callable[[], None]] = [lambda: acl.fail(403, "Permission denied"),
                                         lambda: acl.fail(500, "rpc error"), acl.hang]
     for fault in faults:
@@ -562,7 +611,7 @@ def test_the_token_never_shows(acl: ConsulDouble, tmp_path: Path,
     assert len(caplog.records) > 10  # the HTTP client's debug lines were captured too
     text = "\n".join(shown + [caplog.text] + [r.getMessage() for r in caplog.records])
     assert TOKEN not in text
-    assert "urllib3" in caplog.text
+    assert any(r.name.startswith("urllib3") for r in caplog.records)
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -573,7 +622,7 @@ def test_a_server_that_never_answers_is_a_fast_transient_error(consul: ConsulDou
     consul.hang()
     started = time.monotonic()
 
-    with pytest.raises(TransientSourceError, match=r"'payments'.*no answer within 0.5 s"):
+    with pytest.raises(TransientSourceError, match=r"no answer within 0.5 s"):
         discover(consul, tmp_path, timeout_seconds=0.5)
     assert time.monotonic() - started < 2
 
@@ -588,8 +637,10 @@ def test_one_failing_service_fails_the_source(consul: ConsulDouble, tmp_path: Pa
     consul.fail(500, "rpc error making call: EOF", path_prefix="/v1/health/service/web")
 
     with pytest.raises(TransientSourceError,
-                       match=r"'payments'.*GET /v1/health/service/web.*500 rpc error"):
+                       match=r"GET /v1/health/service/web.*500 rpc error") as info:
         discover(consul, tmp_path)
+    # The core names the source; the provider's message starts with what went wrong.
+    assert str(info.value).startswith(f"Consul at {consul.url} (GET /v1/health/service/web)")
 
 
 def test_rate_limiting_is_transient(consul: ConsulDouble, tmp_path: Path) -> None:
@@ -603,7 +654,7 @@ def test_consul_down_is_transient(consul: ConsulDouble, tmp_path: Path) -> None:
     url = consul.url
     consul.stop()
 
-    with pytest.raises(TransientSourceError, match=r"'payments'.*unreachable"):
+    with pytest.raises(TransientSourceError, match=r"unreachable"):
         discover(consul, tmp_path, url=url)
 
 
@@ -656,7 +707,8 @@ def test_the_url_defaults_to_the_environment_without_scheme(
 
     opts = ConsulOptions.model_validate({"services": ["web"]})
     assert opts.url == f"http://127.0.0.1:{consul.port}"
-    assert list(ConsulProvider(opts, context(tmp_path)).discover()[0].backends)
+    result = ConsulProvider(opts, context(tmp_path)).discover()
+    assert isinstance(result, Discovery) and result.services[0].backends
     monkeypatch.delenv("CONSUL_HTTP_ADDR")
     assert ConsulOptions().url == "http://127.0.0.1:8500"
 
@@ -676,11 +728,13 @@ def test_missing_tls_files_name_the_option(tmp_path: Path, option: str) -> None:
         (tmp_path / name).write_text("pem")
     files = {"ca_file": "ca.pem", "cert_file": "cert.pem", "key_file": "key.pem"}
     files[option] = "missing.pem"
-    opts = ConsulOptions.model_validate({"url": "https://consul.example:8501", **files})
+    opts = load(tmp_path, url="https://consul.example:8501", **files)
 
+    # Resolved against the configuration's folder when the options were loaded.
+    assert getattr(opts, option) == tmp_path / "missing.pem"
     with pytest.raises(ConfigError, match=rf"sources\[1\]\.{option}: file .*missing.pem not"):
         ConsulProvider(opts, context(tmp_path)).check()
-    with pytest.raises(PermanentSourceError, match=rf"'payments'.*sources\[1\]\.{option}: "):
+    with pytest.raises(PermanentSourceError, match=rf"sources\[1\]\.{option}: "):
         ConsulProvider(opts, context(tmp_path)).discover()
 
 
@@ -746,7 +800,7 @@ def test_tls_with_ca_and_client_certificate(tls_consul: ConsulDouble, pki: dict[
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_without_the_ca_fails_permanently(tls_consul: ConsulDouble, pki: dict[str, Path],
                                               tmp_path: Path) -> None:
-    with pytest.raises(PermanentSourceError, match=r"'payments'.*TLS failed.*CERTIFICATE_VERIFY"):
+    with pytest.raises(PermanentSourceError, match=r"TLS failed.*CERTIFICATE_VERIFY"):
         discover(tls_consul, tmp_path, services=["web"], cert_file=str(pki["client"]),
                  key_file=str(pki["client-key"]))
     specs = discover(tls_consul, tmp_path, services=["web"], verify=False,
@@ -765,7 +819,6 @@ def test_tls_without_the_ca_fails_permanently(tls_consul: ConsulDouble, pki: dic
     ({"consistency": "eventual"}, "sources[1].consistency", "'default', 'consistent' or"),
     ({"address_source": "public"}, "sources[1].address_source", "'service', 'node', 'lan'"),
     ({"services": []}, "sources[1].services", "at least one service"),
-    ({"namespace": "Not_A_Namespace"}, "sources[1].namespace", "DNS-1123 label"),
     ({"name_prefix": "9-"}, "sources[1].name_prefix", "starting with a letter"),
     ({"datacenter": "dc 1"}, "sources[1].datacenter", "should match pattern"),
     ({"services": ["a"], "catalog_filter": "x"}, "sources[1]", "catalog mode only"),
@@ -791,6 +844,24 @@ def test_the_provider_is_registered_under_the_plugin_entry_point() -> None:
 
     assert ep.load() is ConsulProvider
     assert ConsulProvider.Options is ConsulOptions and ConsulProvider.summary
+    # Checked by the registry before a run; imported by discover() only.
+    assert ConsulProvider.optional_imports == {"consul": "consul"}
+
+
+def test_every_option_is_documented() -> None:
+    undocumented = [n for n, f in ConsulOptions.model_fields.items() if not f.description]
+
+    assert undocumented == []
+
+
+def test_the_token_is_a_secret(tmp_path: Path) -> None:
+    opts = load(tmp_path, token=f" {TOKEN}\n")
+
+    assert opts.token is not None and opts.token.reveal() == TOKEN
+    assert TOKEN not in repr(opts) and TOKEN not in opts.model_dump_json()
+    (tmp_path / "token").write_text(f"{TOKEN}\n")
+    token = ConsulProvider(load(tmp_path, token_file="token"), context(tmp_path))._token()
+    assert token is not None and token.reveal() == TOKEN and TOKEN not in repr(token)
 
 
 # --- the double itself ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from providers.static import StaticOptions, StaticProvider
 from syncer.config import Config, load_config
 from syncer.documents import config_error_from
 from syncer.errors import ConfigError
+from syncer.options import CONFIG_DIR
 from syncer.plugin import ENTRY_POINT_GROUP, SourceContext
 
 FUZZ = settings(max_examples=150, deadline=None,
@@ -65,7 +66,8 @@ def _check_inventory(text: str, name: str = "inventory.yaml") -> None:
         ctx = SourceContext(source="inv", config_file=str(folder / "config.yaml"),
                             field_path="sources[0]", config_dir=folder)
         try:
-            specs = StaticProvider(StaticOptions(path=name), ctx).discover()
+            options = StaticOptions.model_validate({"path": name}, context={CONFIG_DIR: folder})
+            specs = StaticProvider(options, ctx).discover()
             assert isinstance(specs, list)
         except ConfigError as e:
             assert e.file in (str(path), ctx.config_file)

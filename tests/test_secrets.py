@@ -165,9 +165,9 @@ def test_no_command_shows_a_secret(consul: ConsulDouble, aws: AwsDouble, kube: K
     # The secrets were really in play: sent, refused, echoed back, failing runs.
     assert consul.requests and all(r.token_sent for r in consul.requests)
     assert any(AWS_KEY_ID in r.headers.get("Authorization", "") for r in aws.requests)
-    assert "source 'consul-env' failed" in output and "access denied" in output
-    assert "source 'consul-down' failed" in output and "unreachable" in output
-    assert "source 'ec2' failed" in output and "credentials were rejected" in output
+    assert "source 'consul-env': failed" in output and "access denied" in output
+    assert "source 'consul-down': failed" in output and "unreachable" in output
+    assert "source 'ec2': failed" in output and "credentials were rejected" in output
     assert "401" in output and "403" in output
     assert output.count("=== exit 2") == 2 * (len(configs) - 1)
     assert '"level": "debug"' in output and " debug " in output

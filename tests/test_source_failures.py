@@ -57,6 +57,7 @@ class BuggyProvider(Provider[BuggyOptions]):
     """Works until the flag file exists, then fails as a buggy plugin would."""
 
     Options = BuggyOptions
+    summary = "fails on demand"
 
     def discover(self) -> list[ServiceSpec]:
         if Path(self.options.flag).exists():
@@ -317,7 +318,7 @@ def test_a_failed_source_is_frozen_and_the_others_sync(world: World, cases: list
     for case in cases:
         source, _, kind = CASES[case]
         failure = [line for line in result.stderr.splitlines()
-                   if f"source {source!r} failed" in line]
+                   if f"source {source!r}: failed" in line]
         assert failure and kind in failure[0], (case, result.stderr)
         frozen = objects_of(before, SERVICE_OF[source])
         assert frozen and objects_of(after, SERVICE_OF[source]) == frozen, case

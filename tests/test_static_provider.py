@@ -10,13 +10,16 @@ import pytest
 from providers.static import StaticOptions, StaticProvider
 from syncer.errors import ConfigError
 from syncer.model import Backend, ServicePort
-from syncer.plugin import SourceContext
+from syncer.options import CONFIG_DIR
+from syncer.plugin import SourceContext, service_name_problem
 
 
 def provider(tmp_path: Path, path: str) -> StaticProvider:
     ctx = SourceContext(source="inv", config_file=str(tmp_path / "config.yaml"),
                         field_path="sources[0]", config_dir=tmp_path)
-    return StaticProvider(StaticOptions(path=path), ctx)
+    # As the registry builds it: a relative path is resolved against the config's folder.
+    options = StaticOptions.model_validate({"path": path}, context={CONFIG_DIR: tmp_path})
+    return StaticProvider(options, ctx)
 
 
 def test_json_inventory_is_read_like_yaml(tmp_path: Path) -> None:
@@ -61,3 +64,24 @@ def test_check_reads_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         provider(tmp_path, "missing.yaml").check()
     assert e.value.field == "sources[0].path"
+
+
+def test_the_path_is_resolved_against_the_config_folder_when_loaded(tmp_path: Path) -> None:
+    p = provider(tmp_path, "sub/inv.yaml")
+    assert p.options.path == tmp_path / "sub" / "inv.yaml"
+
+
+def test_names_and_ports_are_refused_with_the_shared_messages(tmp_path: Path) -> None:
+    (tmp_path / "inv.yaml").write_text(
+        "services:\n  - name: Web\n    ports: [{name: http, port: 80}]\n")
+    with pytest.raises(ConfigError) as e:
+        provider(tmp_path, "inv.yaml").discover()
+    assert e.value.field == "services[0].name"
+    assert e.value.message == service_name_problem("Web")
+    (tmp_path / "inv.yaml").write_text(
+        "services:\n  - name: web\n    ports: [{name: http, port: 80}]\n"
+        "    endpoints: [{address: 192.0.2.1, ports: {http: 0}}]\n")
+    with pytest.raises(ConfigError) as e:
+        provider(tmp_path, "inv.yaml").discover()
+    assert e.value.field == "services[0].endpoints[0].ports.http"
+    assert "greater than or equal to 1" in e.value.message
