@@ -38,14 +38,15 @@ from syncer.plugin import (
     PermanentSourceError,
     PortNumber,
     Provider,
-    ProviderOptions,
     Secret,
     ServiceName,
     ServicePort,
     SourceError,
+    TlsOptions,
     TransientSourceError,
     address_problem,
     group_services,
+    header_value_problem,
     import_optional,
     is_dns_label,
     is_service_name,
@@ -106,7 +107,7 @@ def _name_problem(name: str) -> str | None:
     return f"{problem}; map it with `rename`" if problem else None
 
 
-class ConsulOptions(ProviderOptions):
+class ConsulOptions(TlsOptions):
     """Options of a `consul` source. Field order is the order `endpoints-sync providers` shows.
 
     The target namespace is the source's core-owned `namespace` key."""
@@ -120,13 +121,6 @@ class ConsulOptions(ProviderOptions):
                                  "X-Consul-Token header (default $CONSUL_HTTP_TOKEN)")
     token_file: ConfigPath | None = Field(default=None, description="file holding the ACL "
                                           "token, read on every run (not with `token`)")
-    ca_file: ConfigPath | None = Field(default=None, description="CA bundle for https")
-    cert_file: ConfigPath | None = Field(default=None,
-                                         description="client certificate for https")
-    key_file: ConfigPath | None = Field(default=None,
-                                        description="client key (needs cert_file)")
-    verify: bool = Field(default=True, strict=True,
-                         description="verify the server's TLS certificate")
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, strict=True,
                                    description="connect and read timeout of each request")
     consistency: Literal["default", "consistent", "stale"] = Field(
@@ -168,8 +162,9 @@ class ConsulOptions(ProviderOptions):
         if v is None:
             return None
         text = v.reveal().strip()
-        if not _is_header_safe(text):
-            raise ValueError("the token is empty or holds spaces or non-ASCII characters")
+        problem = header_value_problem(text)
+        if problem:
+            raise ValueError(problem)
         return Secret(text)
 
     @field_validator("name_prefix")
@@ -234,13 +229,6 @@ class ConsulOptions(ProviderOptions):
     def _consistent(self) -> ConsulOptions:
         if self.token is not None and self.token_file is not None:
             raise ValueError("give token or token_file, not both")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file")
-        if self.ca_file is not None and not self.verify:
-            raise ValueError("ca_file has no use with verify: false")
-        tls = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
-        if tls and not self.url.startswith("https://"):
-            raise ValueError(f"{tls[0]} needs an https:// url, got {self.url}")
         if self.catalog_filter is not None and self.services is not None:
             raise ValueError("catalog_filter applies to catalog mode only (without `services`)")
         return self
@@ -248,11 +236,6 @@ class ConsulOptions(ProviderOptions):
     @property
     def catalog_mode(self) -> bool:
         return self.services is None
-
-
-def _is_header_safe(text: str) -> bool:
-    """Visible ASCII only: anything else makes requests quote the header value in its error."""
-    return bool(text) and all("!" <= c <= "~" for c in text)
 
 
 # --- what Consul says about one instance (pure) ----------------------------------------------
@@ -578,9 +561,9 @@ class ConsulProvider(Provider[ConsulOptions]):
         except (OSError, UnicodeDecodeError) as e:
             raise self.context.config_error(
                 "token_file", f"cannot read {path}: {type(e).__name__}") from None
-        if not _is_header_safe(token.reveal()):
-            raise self.context.config_error(
-                "token_file", f"{path} is empty or holds spaces or non-ASCII characters")
+        problem = header_value_problem(token.reveal())
+        if problem:
+            raise self.context.config_error("token_file", f"{path}: {problem}")
         return token
 
     # -- which services

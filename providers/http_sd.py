@@ -26,7 +26,9 @@ from syncer.plugin import (
     Provider,
     Secret,
     SourceError,
+    TlsOptions,
     TransientSourceError,
+    header_value_problem,
     redact_remote_message,
 )
 
@@ -54,13 +56,7 @@ def _http_url(value: str) -> str:
     return value.strip()
 
 
-def _header_safe(text: str) -> bool:
-    """Visible ASCII only: anything else cannot be sent in a header (and would be quoted in
-    the HTTP library's error)."""
-    return bool(text) and all("!" <= c <= "~" for c in text)
-
-
-class HttpSdOptions(TargetMappingOptions):
+class HttpSdOptions(TargetMappingOptions, TlsOptions):
     """Options of an `http_sd` source."""
 
     url: str
@@ -71,14 +67,6 @@ class HttpSdOptions(TargetMappingOptions):
     """Sent as `Authorization: Bearer ...` (not with bearer_token_file)."""
     bearer_token_file: ConfigPath | None = None
     """File holding the bearer token, read on every run (a mounted Kubernetes Secret)."""
-    ca_file: ConfigPath | None = None
-    """CA bundle that signs the server's certificate (https)."""
-    cert_file: ConfigPath | None = None
-    """Client certificate (https)."""
-    key_file: ConfigPath | None = None
-    """Client certificate's key (needs cert_file; default: in cert_file)."""
-    verify: bool = Field(default=True, strict=True)
-    """Verify the server's TLS certificate and host name."""
 
     @field_validator("url")
     @classmethod
@@ -88,21 +76,15 @@ class HttpSdOptions(TargetMappingOptions):
     @field_validator("bearer_token")
     @classmethod
     def _token(cls, v: Secret | None) -> Secret | None:
-        if v is not None and not _header_safe(v.reveal()):
-            raise ValueError("the token is empty or holds spaces or non-ASCII characters")
+        problem = header_value_problem(v.reveal()) if v is not None else None
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpSdOptions:
         if self.bearer_token is not None and self.bearer_token_file is not None:
             raise ValueError("give bearer_token or bearer_token_file, not both")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file")
-        if self.ca_file is not None and not self.verify:
-            raise ValueError("ca_file has no use with verify: false")
-        tls = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
-        if (tls or not self.verify) and not self.url.lower().startswith("https://"):
-            raise ValueError(f"{tls[0] if tls else 'verify'} needs an https:// url")
         return self
 
 
@@ -161,9 +143,9 @@ class HttpSdProvider(Provider[HttpSdOptions]):
         except (OSError, UnicodeDecodeError) as e:
             raise PermanentSourceError(f"cannot read bearer_token_file {path}: "
                                        f"{type(e).__name__}") from None
-        if not _header_safe(token.reveal()):
-            raise PermanentSourceError(f"bearer_token_file {path} is empty or holds spaces or "
-                                       "non-ASCII characters")
+        problem = header_value_problem(token.reveal())
+        if problem:
+            raise PermanentSourceError(f"bearer_token_file {path}: {problem}")
         return token
 
     def _pool(self) -> urllib3.PoolManager:

@@ -1,4 +1,5 @@
-"""Option types every provider (and the core's own configuration) uses for the same things.
+"""The base class of provider options, and the option types every provider (and the core's
+own configuration) uses for the same things.
 
 Each is an `Annotated` pydantic type whose check is the one rule of `syncer.names`, so a
 Service name is refused with the same message whether the config, an inventory or a
@@ -12,7 +13,9 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     IPvAnyAddress,
     IPvAnyNetwork,
@@ -37,12 +40,24 @@ __all__ = [
     "Namespace",
     "PortName",
     "PortNumber",
+    "ProviderOptions",
     "Secret",
     "ServiceName",
 ]
 
 CONFIG_DIR = "config_dir"
 """The key of the validation context that holds the configuration file's folder."""
+
+
+class ProviderOptions(BaseModel):
+    """Base class of provider options: unknown keys are errors, values are immutable, and a
+    field's docstring (or `Field(description=...)`) is its documentation in
+    `endpoints-sync providers` and `endpoints-sync schema`."""
+
+    # hide_input_in_errors: str() of a ValidationError never quotes an input (it may be a
+    # secret); the core's own messages decide what to quote (syncer.documents).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              hide_input_in_errors=True)
 
 
 def _rule(problem_of: object) -> AfterValidator:

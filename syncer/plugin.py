@@ -41,12 +41,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
-
 from syncer.discovery import Discovery, Kept
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
 from syncer.grouping import group_services
+from syncer.httpoptions import TlsOptions, header_value_problem
 from syncer.model import Backend, Protocol, ServicePort, ServiceSpec
 from syncer.names import (
     address_problem,
@@ -74,6 +73,7 @@ from syncer.options import (
     Namespace,
     PortName,
     PortNumber,
+    ProviderOptions,
     Secret,
     ServiceName,
 )
@@ -102,6 +102,7 @@ __all__ = [
     "ServiceSpec",
     "SourceContext",
     "SourceError",
+    "TlsOptions",
     "TransientSourceError",
     "address_problem",
     "annotations_problem",
@@ -110,6 +111,7 @@ __all__ = [
     "config_error_from",
     "external_name_problem",
     "group_services",
+    "header_value_problem",
     "hostname_problem",
     "import_optional",
     "is_dns_label",
@@ -136,17 +138,6 @@ CORE_SOURCE_KEYS = frozenset({
     "name", "provider", "namespace", "allow_empty", "deny_cidrs", "allow_cidrs", "labels",
     "annotations", "max_change_ratio", "remove_after_misses",
 })
-
-
-class ProviderOptions(BaseModel):
-    """Base class of provider options: unknown keys are errors, values are immutable, and a
-    field's docstring (or `Field(description=...)`) is its documentation in
-    `endpoints-sync providers` and `endpoints-sync schema`."""
-
-    # hide_input_in_errors: str() of a ValidationError never quotes an input (it may be a
-    # secret); the core's own messages decide what to quote (syncer.documents).
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              hide_input_in_errors=True)
 
 
 @dataclass(frozen=True)

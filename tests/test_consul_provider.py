@@ -580,7 +580,7 @@ def test_a_missing_or_empty_token_file_names_the_option(consul: ConsulDouble,
         provider(consul, tmp_path, token_file="absent").check()
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(PermanentSourceError,
-                       match=r"^/.*config.yaml: sources\[1\].token_file: .*empty is empty"):
+                       match=r"^/.*config.yaml: sources\[1\].token_file: .*empty: the token is "):
         discover(consul, tmp_path, token_file="empty")
     assert consul.requests == []
 
