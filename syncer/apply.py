@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from syncer.errors import KubeError
+from syncer.logs import service_fields
 from syncer.output import endpoint_addresses
 from syncer.ownership import JSON, is_owned
 from syncer.plan import Action, Change, Plan, needs_update, update_body
@@ -35,15 +36,23 @@ class ApplyResult:
     updated: int = 0
     deleted: int = 0
     failed: list[str] = field(default_factory=list)
+    done: list[tuple[Change, Action]] = field(default_factory=list)
+    """Every change made, with what was done in the end (for the Events about each Service)."""
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, name) of a Service -> the failure that stopped its writes."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, action: Action) -> None:
+    def count(self, action: Action, change: Change | None = None) -> None:
         with self._lock:
             setattr(self, f"{action}d", getattr(self, f"{action}d") + 1)
+            if change is not None:
+                self.done.append((change, action))
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, service: tuple[str, str] | None = None) -> None:
         with self._lock:
             self.failed.append(message)
+            if service is not None:
+                self.failures.setdefault(service, message)
         log.error("%s", message)
 
 
@@ -121,7 +130,7 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
         try:
             done = _apply_one(change, kube, owner)
         except KubeError as e:
-            result.fail(str(e))  # the API layer's message names the verb and the object
+            result.fail(str(e), change.service)  # the message names the verb and the object
             # Any later write could take away what this one was to put in place (the old
             # addresses go only once the new ones are there): leave the rest as it is.
             if i + 1 < len(changes):
@@ -130,9 +139,10 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
                             extra={"source": change.source})
             return
         if done is not None:
-            result.count(done)
+            result.count(done, change)
             verb = "recreated" if change.recreate else f"{done}d"
-            log.info("%s %s %s", verb, change.kind, change.name, extra={"source": change.source})
+            log.info("%s %s %s", verb, change.kind, change.name,
+                     extra={"source": change.source, **service_fields(change.service, "written")})
 
 
 def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:

@@ -11,18 +11,20 @@ import json
 import logging
 import math
 import os
-import signal
+import re
 import sys
-import threading
+import time
 from collections.abc import Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from syncer import __version__, catalog
 from syncer.apirules import keep_valid
+from syncer.documents import STDIN, document_name
 from syncer.errors import ConfigError, KubeError, SourceError
-from syncer.logs import configure
-from syncer.output import plan_text, render_text
+from syncer.logs import LEVELS, configure
+from syncer.loop import run_loop
+from syncer.metrics import Telemetry, add_metrics_options, telemetry_of
+from syncer.output import plan_json, plan_text, render_text
 from syncer.registry import PluginError, ProviderClass, find, installed
 from syncer.render import render_all
 from syncer.run import (
@@ -45,35 +47,46 @@ log = logging.getLogger("endpoints_sync")
 
 
 def _parser() -> argparse.ArgumentParser:
+    # The global options go before the command or after it, as with kubectl.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="log lines on stderr as text or JSON (default: text)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(common, before_command=False)
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("-c", "--config", default=os.environ.get("ENDPOINTS_SYNC_CONFIG"),
-                        help="configuration file (default: $ENDPOINTS_SYNC_CONFIG)")
+                        help="configuration file, or - for standard input "
+                        "(default: $ENDPOINTS_SYNC_CONFIG)")
     cluster = argparse.ArgumentParser(add_help=False)
-    cluster.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster when "
-                         "KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, ~/.kube/config)")
+    cluster.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG when set, "
+                         "else in-cluster when KUBERNETES_SERVICE_HOST is set, else "
+                         "~/.kube/config)")
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
     cluster.add_argument("--force", action="store_true",
                          help="let held changes through: deletes over max_delete_ratio, address "
                          "changes over max_change_ratio, and recreating a Service whose "
                          "clusterIP must change (Headless <-> ClusterIP)")
+    plan_output = argparse.ArgumentParser(add_help=False)
+    plan_output.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                             help="the plan as text, or as a JSON document for scripts")
 
     p = argparse.ArgumentParser(
         prog="endpoints-sync",
         description="Sync external backends into Kubernetes Services, EndpointSlices and "
                     "Endpoints.")
     p.add_argument("--version", action="version", version=f"endpoints-sync {__version__}")
+    _global_options(p, before_command=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common, config, cluster],
+    run = sub.add_parser("run", parents=[common, config, cluster, plan_output],
                          help="sync the sources into the cluster")
-    run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    run.add_argument("--interval", type=_positive, metavar="SECONDS",
-                     help="run again every SECONDS until stopped (SIGTERM/SIGINT)")
-    sub.add_parser("plan", parents=[common, config, cluster],
-                   help="print what a run would change; writes nothing")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (-o text|json), write nothing")
+    run.add_argument("--interval", type=_duration, metavar="DURATION",
+                     help="run again every DURATION (seconds, or 90s, 5m, 1h30m) until "
+                     "stopped (SIGTERM/SIGINT)")
+    add_metrics_options(run)
+    plan = sub.add_parser("plan", parents=[common, config, cluster, plan_output],
+                          help="print what a run would change; writes nothing")
+    plan.add_argument("--exit-code", action="store_true",
+                      help=f"exit {EXIT_CHANGES} when changes are pending (0: none, 1: an "
+                      "error, 2: bad configuration), like kubectl diff")
     render = sub.add_parser("render", parents=[common, config],
                             help="print the desired objects; needs no cluster")
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -88,25 +101,51 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_CHANGES = 3
+"""`plan --exit-code`: the run would change something (and nothing failed)."""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, before_command: bool) -> None:
+    """Only the main parser (before the command) has defaults: a command's own copy of an
+    option is SUPPRESSed unless given, so it never overwrites a value given before."""
+    def default(value: str) -> str:
+        return value if before_command else argparse.SUPPRESS
+
+    parser.add_argument("--log-format", choices=("text", "json"), default=default("text"),
+                        help="log lines on stderr as text or JSON (default: text)")
+    parser.add_argument("--log-level", choices=LEVELS, default=default("info"),
+                        help="the least severe log lines shown (default: info); debug also "
+                        "shows the tracebacks of unexpected errors")
+    parser.add_argument("-v", "--verbose", dest="log_level", action="store_const",
+                        const="debug", default=argparse.SUPPRESS, help="--log-level debug")
+
+
 MAX_INTERVAL_SECONDS = 7 * 24 * 3600  # a week: longer is surely a typo; use a CronJob
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
-def _positive(text: str) -> float:
-    # nan compares false with everything (a tight loop of full runs); inf overflows the sleep.
+def _duration(text: str) -> float:
+    """Seconds (`300`, `0.5`) or Go-style units (`90s`, `5m`, `1h30m`, `1.5h`, `500ms`)."""
+    value = math.nan
+    spec = text.strip()
     try:
-        value = float(text)
+        value = float(spec)
     except ValueError:
-        value = math.nan
+        parts = list(_DURATION_PART.finditer(spec))
+        if parts and "".join(m.group(0) for m in parts) == spec:
+            value = sum(float(m.group(1)) * _UNIT_SECONDS[m.group(2)] for m in parts)
+    # nan compares false with everything (a tight loop of full runs); inf overflows the sleep.
     if not 0 < value <= MAX_INTERVAL_SECONDS:
         raise argparse.ArgumentTypeError(
-            f"expected a positive, finite number of seconds (at most {MAX_INTERVAL_SECONDS}, "
-            f"a week), got {text[:60]!r}")
+            f"expected a positive, finite number of seconds or a duration such as 90s, 5m "
+            f"or 1h30m (at most {MAX_INTERVAL_SECONDS} seconds, a week), got {text[:60]!r}")
     return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure(args.log_format, args.verbose)
+    configure(args.log_format, args.log_level)
     if args.command == "providers":
         return _providers(args.name, args.output)
     if args.command == "schema":
@@ -115,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("endpoints-sync: error: no configuration: give -c CONFIG or set "
              "ENDPOINTS_SYNC_CONFIG")
         return EXIT_CONFIG
+    problem = _conflicting_options(args)
+    if problem:
+        _err(f"endpoints-sync: error: {problem}")
+        return EXIT_CONFIG
     try:
+        args.telemetry = Telemetry.of(args)  # `run`'s metrics: file, Pushgateway, /metrics
         if args.command == "run" and args.interval:
             return _loop(args)
         return _once(args)
@@ -138,7 +182,7 @@ def _once(args: argparse.Namespace) -> int:
             log.error("%s", e)
             return EXIT_CONFIG
         names = ", ".join(f"{s.name} ({s.config.provider})" for s in loaded.sources)
-        _out(f"{args.config}: OK: {len(loaded.sources)} source(s): {names}\n")
+        _out(f"{document_name(args.config)}: OK: {len(loaded.sources)} source(s): {names}\n")
         return EXIT_OK
     if args.command == "render":
         desired = discover(loaded)
@@ -153,38 +197,35 @@ def _once(args: argparse.Namespace) -> int:
         from syncer.kube import connect
         return connect(args.kubeconfig, args.context)
 
-    outcome = sync(loaded, kube, apply=apply, force=args.force)
+    started = time.monotonic()
+    outcome = telemetry_of(args).measure(
+        loaded.config, lambda: sync(loaded, kube, apply=apply, force=args.force))
+    duration = time.monotonic() - started
     if not apply:
-        _out(plan_text(outcome.plan, outcome.desired))
-    log.info("%s", outcome.summary())
+        _out(plan_json(outcome.plan, outcome.desired, outcome.counts()) if args.output == "json"
+             else plan_text(outcome.plan, outcome.desired))
+    log.info("%s duration=%.2fs", outcome.summary(), duration, extra={
+        "event": "summary" if apply else "plan_summary", "counts": outcome.counts(),
+        "duration_seconds": round(duration, 3)})
+    if (args.command == "plan" and args.exit_code and outcome.exit_code == EXIT_OK
+            and outcome.plan.changes):
+        return EXIT_CHANGES
     return outcome.exit_code
 
 
+def _conflicting_options(args: argparse.Namespace) -> str | None:
+    """Combinations argparse cannot refuse by itself; exit 2 before anything is read."""
+    if args.command == "run" and args.interval and args.config == STDIN:
+        return ("-c - cannot be used with --interval: the configuration is read again before "
+                "each run; give a file (a ConfigMap mounted as a file in a cluster)")
+    if args.command == "run" and args.output != "text" and not args.dry_run:
+        return f"-o {args.output} prints a plan: use it with --dry-run (or use plan)"
+    return None
+
+
 def _loop(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after this run", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    first = True
-    while not stop.is_set():
-        try:
-            code = _once(args)
-        except ConfigError as e:
-            if first:
-                raise
-            log.error("configuration error (keeping the cluster as it is): %s", e)
-            code = EXIT_CONFIG
-        except KubeError as e:
-            log.error("Kubernetes API: %s", e)
-            code = EXIT_FAILED
-        first = False
-        log.debug("run ended with exit code %d; next in %ss", code, args.interval)
-        stop.wait(args.interval)
-    return EXIT_OK
+    return run_loop(lambda: _once(args), args.interval, telemetry_of(args),
+                    address=args.metrics_address, port=args.metrics_port)
 
 
 def _out(text: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syncer.documents import config_error_from, load_document
+from syncer.documents import config_error_from, document_name, load_document
 from syncer.errors import ConfigError
 from syncer.names import annotations_problem, label_value_problem, labels_problem
 from syncer.options import Cidr, IpAddress, Namespace
@@ -163,11 +163,11 @@ def _label_value(v: str, what: str) -> str:
 
 
 def load_config(path: str | Path) -> Config:
-    p = Path(path)
-    data = load_document(p)
+    shown = document_name(path)  # `-` is standard input, `<stdin>` in messages
+    data = load_document(Path(path))
     if not isinstance(data, dict):
-        raise ConfigError(str(p), "", "expected a mapping with at least a 'sources' list")
+        raise ConfigError(shown, "", "expected a mapping with at least a 'sources' list")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise config_error_from(str(p), e) from None
+        raise config_error_from(shown, e) from None

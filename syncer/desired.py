@@ -15,6 +15,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from syncer.model import Backend, ServiceSpec
 from syncer.names import (
@@ -38,6 +39,7 @@ from syncer.resolve import Resolver, resolve_names
 log = logging.getLogger("endpoints_sync")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+FailureKind = Literal["transient", "permanent"]
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Desired:
     specs: list[ServiceSpec] = field(default_factory=list)
     failed_sources: dict[str, str] = field(default_factory=dict)
     """Source name -> why it failed; its Services are left exactly as they are."""
+    failed_kinds: dict[str, FailureKind] = field(default_factory=dict)
+    """Source name -> whether its failure was transient (loop mode retries it sooner)."""
     skipped: set[tuple[str, str]] = field(default_factory=set)
     """(namespace, name) of Services a source wanted but got wrong: left as they are."""
 
@@ -192,6 +196,7 @@ def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) ->
                 clashes.update({other, source})
     for source in clashes:
         desired.failed_sources[source] = "another source wants the same Service"
+        desired.failed_kinds[source] = "permanent"
     for source, specs in per_source.items():
         if source not in clashes:
             desired.specs.extend(_without_duplicates(source, specs, desired.skipped))

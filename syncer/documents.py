@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,15 @@ MIN_NODE_BUDGET = 1_000_000
 NODE_BUDGET_FACTOR = 10
 # No port, count or id needs more; a thousand-digit number is a mistake or an attack.
 MAX_INT_DIGITS = 100
+
+STDIN = "-"
+"""The path that means standard input (`-c -`), shown in messages as STDIN_NAME."""
+STDIN_NAME = "<stdin>"
+
+
+def document_name(path: str | Path) -> str:
+    """How messages name a document: its path, or `<stdin>`."""
+    return STDIN_NAME if str(path) == STDIN else str(path)
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -89,14 +99,17 @@ def _short(value: object) -> str:
 
 
 def load_document(path: Path) -> Any:
-    """Read one YAML document (or JSON, when the name ends in .json) from a regular file.
+    """Read one YAML document (or JSON, when the name ends in .json) from a regular file, or
+    from standard input when the path is STDIN.
 
     Every way the file can be wrong is a ConfigError naming it, found within a second or two
     and in memory bounded by MAX_DOCUMENT_BYTES: not a regular file (a FIFO is never opened
     for a blocking read), too large, not UTF-8, empty, bad syntax, a duplicate key, aliases
     expanding past the node budget, nesting past MAX_DEPTH, an integer of absurd length.
     """
-    shown = str(path)
+    shown = document_name(path)
+    if shown == STDIN_NAME:
+        return _load_yaml(_read_stdin(), shown)  # JSON is YAML too, near enough for a config
     text = _read_text(path, shown)
     if path.suffix.lower() == ".json":
         return _load_json(text, shown)
@@ -125,6 +138,24 @@ def _read_text(path: Path, shown: str) -> str:
             raw = f.read(MAX_DOCUMENT_BYTES + 1)
         except OSError as e:
             raise ConfigError(shown, "", _os_problem(e)) from None
+    return _decode(raw, shown)
+
+
+def _read_stdin() -> str:
+    stdin = sys.stdin
+    if stdin is None or stdin.closed:
+        raise ConfigError(STDIN_NAME, "", "standard input is closed; pipe the configuration in")
+    if stdin.isatty():  # waiting for a person to type YAML would look like a hang
+        raise ConfigError(STDIN_NAME, "", "standard input is a terminal; pipe the "
+                          "configuration in (endpoints-sync plan -c - < config.yaml)")
+    try:
+        raw = stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(STDIN_NAME, "", _os_problem(e)) from None
+    return _decode(raw, STDIN_NAME)
+
+
+def _decode(raw: bytes, shown: str) -> str:
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise ConfigError(shown, "", _too_large(len(raw)))
     try:
@@ -135,7 +166,8 @@ def _read_text(path: Path, shown: str) -> str:
                           "decoded); expected a YAML or JSON text file") from None
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        raise ConfigError(shown, "", "the file is empty")
+        raise ConfigError(shown, "", "standard input is empty" if shown == STDIN_NAME
+                          else "the file is empty")
     return text
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,9 @@ TIMEOUT_ENV = "ENDPOINTS_SYNC_REQUEST_TIMEOUT"
 _BACKOFF = (wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
             + wait_random(0, BACKOFF_JITTER))
 RBAC_FILE = "deploy/rbac.yaml"
+EVENTS_RESOURCE = "events.events.k8s.io"  # as RBAC names it; Events are not one of _KINDS
+ENDPOINTS_HINT = ("; once nothing in the cluster reads v1 Endpoints, set `write: "
+                  "[endpointslices]` in the config (see the README's \"API warnings\")")
 
 # kind -> (API class, method suffix, resource as RBAC names it)
 _KINDS: dict[str, tuple[type[Any], str, str]] = {
@@ -75,19 +79,21 @@ _RBAC_VERBS = {"list": "list", "read": "get", "create": "create", "replace": "up
 
 def connect(kubeconfig: str | None = None, context: str | None = None,
             timeout: float | None = None, attempts: int = ATTEMPTS) -> Kube:
-    """In-cluster when KUBERNETES_SERVICE_HOST is set (and no kubeconfig is named), else the
-    kubeconfig: --kubeconfig, $KUBECONFIG, ~/.kube/config."""
+    """As kubectl chooses: a kubeconfig when one is named (--kubeconfig, --context or
+    $KUBECONFIG), else in-cluster when KUBERNETES_SERVICE_HOST is set, else ~/.kube/config."""
     timeout = timeout or request_timeout()
     configuration = k8s.Configuration()
+    # Read here, not at the client's import: the client's default is fixed when imported.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not context:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not (kubeconfig or context):
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration)
         else:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=configuration)
     except (ConfigException, OSError) as e:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig or "~/.kube/config"
         raise ConfigError(where, f"context {context}" if context else "",
                           f"cannot load the cluster configuration: {e}") from None
     # We retry ourselves, with one policy for every verb (urllib3 would retry some only).
@@ -113,7 +119,10 @@ def request_timeout() -> float:
 class Kube:
     def __init__(self, api_client: Any, timeout: float = REQUEST_TIMEOUT,
                  attempts: int = ATTEMPTS) -> None:
-        self._apis = {cls: cls(api_client) for cls in {c for c, _, _ in _KINDS.values()}}
+        self._apis = {cls: cls(api_client)
+                      for cls in {c for c, _, _ in _KINDS.values()} | {k8s.EventsV1Api}}
+        self._warned: set[str] = set()  # the API server's warnings logged so far (one Kube a run)
+        self._warned_lock = threading.Lock()
         self._host = str(getattr(api_client.configuration, "host", "") or "the API server")
         self._timeout = timeout
         self._budget = BUDGET_TIMEOUTS * timeout
@@ -179,7 +188,30 @@ class Kube:
             raise
         return True
 
+    def create_event(self, event: JSON) -> JSON:
+        """Create an events.k8s.io/v1 Event: one attempt, no retries, since Events are
+        best-effort and must not slow a run down."""
+        md = event["metadata"]
+        api = self._apis[k8s.EventsV1Api]
+        kwargs = {"namespace": md["namespace"], "body": event}
+        request = _Request(f"create Event {md['namespace']}/{md['name']}", "create",
+                           EVENTS_RESOURCE, md["namespace"])
+        return self._with_retries(
+            lambda t: _raw(api.create_namespaced_event, kwargs, t, self._warn), request,
+            attempts=1)
+
     # --- plumbing ----------------------------------------------------------------------
+
+    def _warn(self, headers: Any) -> None:
+        """Log each distinct `Warning` the API server answers with once: Kubernetes 1.33+
+        warns on every Endpoints write, and one line per object would bury everything."""
+        for text in api_warnings(headers):
+            with self._warned_lock:
+                if text in self._warned:
+                    continue
+                self._warned.add(text)
+            hint = ENDPOINTS_HINT if "Endpoints is deprecated" in text else ""
+            log.warning("the API server warns: %s%s", text, hint, extra={"event": "api_warning"})
 
     def _call(self, kind: str, verb: str, namespace: str | None = None,
               what_name: str | None = None, **kwargs: Any) -> JSON:
@@ -198,14 +230,15 @@ class Kube:
             what = f"{verb} {kind} " + (f"in namespace {namespace}" if namespace
                                         else "(all namespaces)")
         request = _Request(what, _RBAC_VERBS[verb], resource, namespace)
-        return self._with_retries(lambda t: _raw(method, kwargs, t), request)
+        return self._with_retries(lambda t: _raw(method, kwargs, t, self._warn), request)
 
-    def _with_retries(self, fn: Callable[[float], T], request: _Request) -> T:
+    def _with_retries(self, fn: Callable[[float], T], request: _Request,
+                      attempts: int | None = None) -> T:
         """`fn(timeout)` until it succeeds, fails for good, or the attempts or the time
         budget are spent; the last error is raised, saying how long it was tried."""
         started = time.monotonic()
         budget = self._budget
-        attempts = 1 if self._silent.is_set() else self._attempts
+        attempts = 1 if self._silent.is_set() else (attempts or self._attempts)
 
         def attempt() -> T:
             left = budget - (time.monotonic() - started)
@@ -214,6 +247,7 @@ class Kube:
             except ApiException as e:
                 if e.status:
                     self._silent.clear()  # an answer, if not the one hoped for
+                    self._warn(e.headers)
                 raise _api_error(e, request) from None
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 raise _unanswered(e, request, self._host) from None
@@ -266,11 +300,32 @@ class _Request:
                 f"{self.resource} {where}: see {RBAC_FILE}")
 
 
-def _raw(method: Callable[..., Any], kwargs: dict[str, Any], timeout: float) -> JSON:
+def _raw(method: Callable[..., Any], kwargs: dict[str, Any], timeout: float,
+         warn: Callable[[Any], None]) -> JSON:
+    # Not preloaded, the answer is urllib3's response: its body, and its headers for warn().
     response = method(_preload_content=False, _request_timeout=(timeout, timeout), **kwargs)
+    warn(response.headers)
     data = response.data
     result: JSON = json.loads(data) if data else {}
     return result
+
+
+# RFC 9111 warning-value: warn-code SP warn-agent SP quoted warn-text [SP quoted warn-date]
+_WARNING = re.compile(r'(\d{3}) +\S+ +"((?:[^"\\]|\\.)*)"(?: +"[^"]*")?')
+
+
+def api_warnings(headers: Any) -> list[str]:
+    """The texts of every `Warning` header in an answer (several may share one header,
+    comma-separated, as kube-apiserver sends them)."""
+    if not headers or not hasattr(headers, "get"):
+        return []
+    values = (headers.getlist("Warning") if hasattr(headers, "getlist")
+              else [headers.get("Warning") or ""])
+    texts = []
+    for value in values:
+        found = [re.sub(r"\\(.)", r"\1", m.group(2)) for m in _WARNING.finditer(value)]
+        texts.extend(found or ([value.strip()] if value.strip() else []))
+    return texts
 
 
 def _is_transient(error: BaseException) -> bool:

@@ -105,3 +105,42 @@ def plan_text(plan: Plan, desired: Desired | None = None) -> str:
     elif not plan.changes and not plan.held and not plan.conflicts:
         lines.append("No changes to the Services that could be compared.")
     return "\n".join(lines) + "\n"
+
+
+PLAN_FORMAT_VERSION = 1
+
+
+def plan_json(plan: Plan, desired: Desired, counts: dict[str, int]) -> str:
+    """`plan -o json`: the plan for scripts. Its shape is a contract (README, "plan -o
+    json"): keys are only ever added, and `version` changes if one changes meaning."""
+    doc = {
+        "version": PLAN_FORMAT_VERSION,
+        "changes": [_change_json(c) for c in plan.changes],
+        "held": [{**_object_json(h.change), "reason": h.reason, "action": _action(h.change),
+                  "detail": h.detail} for h in plan.held],
+        "conflicts": [{"kind": c.key[0], "namespace": c.key[1], "name": c.key[2],
+                       "service": "/".join(c.service), "source": c.source, "reason": c.reason}
+                      for c in plan.conflicts],
+        "failed_sources": dict(sorted(desired.failed_sources.items())),
+        "kept_services": [f"{ns}/{name}" for ns, name in sorted(desired.skipped)],
+        "summary": counts,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _action(change: Change) -> str:
+    return "recreate" if change.recreate else change.action
+
+
+def _object_json(change: Change) -> dict[str, str]:
+    kind, namespace, name = change.key
+    return {"kind": kind, "namespace": namespace, "name": name,
+            "service": "/".join(change.service), "source": change.source}
+
+
+def _change_json(change: Change) -> dict[str, object]:
+    diff = None
+    if change.kind != "Service":
+        old, new = endpoint_addresses(change.current), endpoint_addresses(change.body)
+        diff = {"added": sorted(new - old), "removed": sorted(old - new)}
+    return {"action": _action(change), **_object_json(change), "diff": diff}

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from syncer import events
 from syncer.apirules import keep_valid
 from syncer.apply import ApplyResult, apply_plan
 from syncer.config import Config, SourceConfig, load_config
@@ -16,6 +17,7 @@ from syncer.damping import MAX_KEPT, Damped, DampingSettings, damp
 from syncer.desired import AddressPolicy, Desired, merge_sources, normalise_source
 from syncer.discovery import Discovery, Kept
 from syncer.errors import ConfigError, SourceError
+from syncer.logs import service_fields
 from syncer.model import ServiceSpec
 from syncer.ownership import JSON, owner_selector
 from syncer.plan import Plan, PlanSettings, make_plan
@@ -91,11 +93,15 @@ def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
             # Providers written before API v1 name their source in their messages.
             cause = str(outcome).removeprefix(f"source {name!r}: ")
             desired.failed_sources[name] = f"{kind}{cause}"
+            transient = isinstance(outcome, SourceError) and outcome.transient
+            desired.failed_kinds[name] = "transient" if transient else "permanent"
             log.error("failed, its Services are left as they are: %s%s", kind, cause,
-                      extra={"source": name})
+                      extra={"source": name, "event": "source_failed"})
         else:
-            log.info("%d services, %d addresses", len(outcome),
-                     sum(len(s.backends) for s in outcome), extra={"source": name})
+            addresses = sum(len(s.backends) for s in outcome)
+            log.info("%d services, %d addresses", len(outcome), addresses, extra={
+                "source": name, "event": "source_discovered",
+                "counts": {"services": len(outcome), "addresses": addresses}})
             per_source[name] = outcome
     merge_sources(per_source, desired)
     return desired
@@ -107,7 +113,8 @@ def _kept_by_provider(source: str, kept: Iterable[Kept],
     for k in kept:
         ns = k.namespace or default_namespace
         log.warning("Service %s/%s left as it is: %s", ns, k.name,
-                    k.reason.removeprefix(f"source {source!r}: "), extra={"source": source})
+                    k.reason.removeprefix(f"source {source!r}: "),
+                    extra={"source": source, **service_fields((ns, k.name), "service_kept")})
         held.add((ns, k.name))
     return held
 
@@ -164,10 +171,11 @@ class Outcome:
                   or (self.applied is not None and self.applied.failed))
         return EXIT_FAILED if failed else EXIT_OK
 
-    def summary(self) -> str:
+    def counts(self) -> dict[str, int]:
+        """The summary's numbers: the log's last line, `plan -o json`'s summary, metrics."""
         a = self.applied
         held = len(self.plan.held) + len(self.desired.skipped)
-        counts = {
+        return {
             "created": a.created if a else len(self.plan.of("create")),
             "updated": a.updated if a else len(self.plan.of("update")),
             "deleted": a.deleted if a else len(self.plan.of("delete")),
@@ -177,8 +185,10 @@ class Outcome:
             "failed_sources": len(self.desired.failed_sources),
             "failed_writes": len(a.failed) if a else 0,
         }
-        verb = "summary" if a is not None else "plan summary"
-        return verb + " " + " ".join(f"{k}={v}" for k, v in counts.items())
+
+    def summary(self) -> str:
+        verb = "summary" if self.applied is not None else "plan summary"
+        return verb + " " + " ".join(f"{k}={v}" for k, v in self.counts().items())
 
 
 def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: bool = False,
@@ -203,6 +213,8 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
     outcome = Outcome(plan, desired)
     if apply:
         outcome.applied = apply_plan(plan, kube, config.owner)
+        events.emit(kube, events.service_events(plan, desired, outcome.applied, current,
+                                                config.owner), config.owner)
     return outcome
 
 
@@ -218,7 +230,8 @@ def _warn_damped(damped: Damped) -> None:
 def _warn_held(plan: Plan) -> None:
     for c in plan.conflicts:
         log.error("Service %s/%s not synced: %s %s/%s %s", c.service[0], c.service[1], c.key[0],
-                  c.key[1], c.key[2], c.reason, extra={"source": c.source})
+                  c.key[1], c.key[2], c.reason,
+                  extra={"source": c.source, **service_fields(c.service, "conflict")})
     ratio = [h for h in plan.held if h.reason == "delete-ratio"]
     if ratio:
         log.error("%d deletes held back: they exceed max_delete_ratio of the %d objects this "
@@ -227,8 +240,10 @@ def _warn_held(plan: Plan) -> None:
     changing = {h.change.service: h.detail for h in plan.held if h.reason == "change-ratio"}
     for (ns, name), detail in sorted(changing.items()):
         log.warning("Service %s/%s: address writes held: over max_change_ratio (%s); check the "
-                    "source, then run with --force", ns, name, detail)
+                    "source, then run with --force", ns, name, detail,
+                    extra=service_fields((ns, name), "held"))
     emptied = sorted({h.change.service for h in plan.held if h.reason == "empty"})
     for ns, name in emptied:
         log.warning("Service %s/%s: its source now lists no address; the cluster's addresses "
-                    "are kept (set allow_empty: true on the source to allow emptying)", ns, name)
+                    "are kept (set allow_empty: true on the source to allow emptying)", ns, name,
+                    extra=service_fields((ns, name), "held"))

@@ -159,8 +159,8 @@ def test_image_is_the_one_the_readme_builds(variant: str) -> None:
 
 # --- RBAC ---------------------------------------------------------------------------------
 
-# The Events feature (issue 8) writes events.k8s.io Events; nothing in syncer/kube.py yet.
-EVENT_RULES = {("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch")}
+# Events (syncer/events.py through Kube.create_event) are created, never patched.
+EVENT_RULES = {("events.k8s.io", "events", "create")}
 
 
 def rules_the_code_needs() -> set[tuple[str, str, str]]:

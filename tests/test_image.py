@@ -218,7 +218,10 @@ def run_build_stage(tmp: Path) -> tuple[Path, Path]:
                     target.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, target / origin.name)
         elif ins.keyword == "RUN":
-            done = subprocess.run(["/bin/sh", "-c", moved(ins.args)], cwd=workdir,
+            # pip's cache is kept here (the image build skips it to stay small): the packages
+            # `make install` just downloaded are not fetched again.
+            command = moved(ins.args).replace(" --no-cache-dir", "")
+            done = subprocess.run(["/bin/sh", "-c", command], cwd=workdir,
                                   env={**os.environ, "PATH": path, "PIP_QUIET": "1"},
                                   capture_output=True, text=True, timeout=240, check=False)
             assert done.returncode == 0, f"RUN {ins.args}\n{done.stdout}\n{done.stderr}"

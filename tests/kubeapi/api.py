@@ -5,21 +5,25 @@ so the HTTP layer stays small and every answer is a proper object or Status."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from tests.kubeapi import errors, patch, resources, selectors
+from tests.kubeapi import errors, patch, rbac, resources, selectors
 from tests.kubeapi.errors import ApiError
-from tests.kubeapi.resources import NAMESPACES, SERVICES, Resource
+from tests.kubeapi.resources import ENDPOINTS, NAMESPACES, SERVICES, Resource
 from tests.kubeapi.store import Obj, Page, Store
 from tests.kubeapi.table import table
 
 # Bodies in these encodings are refused (415); any other body is read as JSON, since the
 # official Python client sends POST bodies without a Content-Type.
 _REFUSED_BODY_TYPES = ("protobuf", "yaml", "cbor")
+# What kube-apiserver 1.33+ answers every Endpoints write with (pkg/registry/core/endpoint).
+ENDPOINTS_WARNING = ('299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 '
+                     'EndpointSlice"')
 
 
 class Headers(Protocol):
@@ -88,6 +92,10 @@ class Api:
     def __init__(self, store: Store, server_address: Callable[[], str]) -> None:
         self.store = store
         self._server_address = server_address
+        self.rules: list[rbac.Rule] | None = None
+        """When set, every resource request must be allowed by one of these rules (else 403)."""
+        self.endpoints_warning = False
+        """Answer Endpoints creates and updates with 1.33's deprecation Warning header."""
 
     def handle(self, req: Request) -> Response:
         try:
@@ -107,23 +115,32 @@ class Api:
         if route is None:
             raise errors.server_not_found()
         query = parse_qs(req.query, keep_blank_values=True)
-        if query.get("watch", [""])[-1] in ("true", "1"):
+        watch = query.get("watch", [""])[-1] in ("true", "1")
+        if self.rules is not None:  # authorization comes before anything else is looked at
+            rbac.authorize(self.rules, req.method, route, watch)
+        if watch:
             raise ApiError(405, "watch is not supported by the test server", "MethodNotAllowed")
         handler = self._collection_verbs if route.name is None else self._item_verbs
-        return handler(req, route, {k: v[-1] for k, v in query.items()})
+        response = handler(req, route, {k: v[-1] for k, v in query.items()})
+        if (self.endpoints_warning and route.res is ENDPOINTS and req.method in ("POST", "PUT")
+                and response.status < 300):
+            response.headers["Warning"] = ENDPOINTS_WARNING
+        return response
 
     def _discovery(self, path: str) -> Obj | None:
-        group = resources.DISCOVERY_GROUP
+        groups = resources.GROUPS
         docs: dict[str, Callable[[], Obj]] = {
-            "/": lambda: {"paths": ["/api", "/api/v1", "/apis", f"/apis/{group}",
-                                    f"/apis/{group}/v1", "/version"]},
+            "/": lambda: {"paths": ["/api", "/api/v1", "/apis",
+                                    *(p for g in groups for p in (f"/apis/{g}", f"/apis/{g}/v1")),
+                                    "/version"]},
             "/version": lambda: dict(resources.SERVER_VERSION),
             "/api": lambda: resources.api_versions(self._server_address()),
             "/apis": resources.api_group_list,
             "/api/v1": lambda: resources.api_resource_list("", "v1"),
-            f"/apis/{group}": lambda: resources.api_group(group),
-            f"/apis/{group}/v1": lambda: resources.api_resource_list(group, "v1"),
         }
+        for g in groups:
+            docs[f"/apis/{g}"] = functools.partial(resources.api_group, g)
+            docs[f"/apis/{g}/v1"] = functools.partial(resources.api_resource_list, g, "v1")
         make = docs.get(path)
         return make() if make else None
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.kubeapi import shape
-from tests.kubeapi.resources import ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, SERVICES, Resource
+from tests.kubeapi.resources import (
+    ENDPOINT_SLICES,
+    ENDPOINTS,
+    EVENTS,
+    NAMESPACES,
+    SERVICES,
+    Resource,
+)
 
 
 def apply_defaults(res: Resource, obj: dict[str, Any]) -> None:
@@ -19,6 +27,8 @@ def apply_defaults(res: Resource, obj: dict[str, Any]) -> None:
         for port in shape.objs(obj, "ports", "ports"):
             port.setdefault("name", "")
             port.setdefault("protocol", "TCP")
+    elif res is EVENTS:
+        _micro_times(obj)
     elif res is NAMESPACES:
         name = obj["metadata"].get("name", "")
         labels = obj["metadata"]["labels"] = shape.string_map(obj["metadata"], "labels",
@@ -47,3 +57,19 @@ def _service(obj: dict[str, Any]) -> None:
     status = obj.get("status")
     if not isinstance(status, dict) or "loadBalancer" not in status:
         obj["status"] = {"loadBalancer": {}}
+
+
+def _micro_times(obj: dict[str, Any]) -> None:
+    """metav1.MicroTime is decoded and encoded again: UTC, six digits, `Z` (what the client
+    sent as `+00:00` comes back so). A value that does not parse is left for validation."""
+    series = obj.get("series")
+    for parent, key in ((obj, "eventTime"), (series, "lastObservedTime")):
+        value = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if isinstance(parent, dict):
+            parent[key] = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

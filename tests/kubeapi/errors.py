@@ -186,6 +186,20 @@ def conflict(res: Resource, name: str, why: str | None = None) -> ApiError:
     )
 
 
+def precondition_failed(res: Resource, name: str, field: str, want: str, have: str) -> ApiError:
+    """A delete whose precondition (UID or ResourceVersion) does not hold. Unlike an update's
+    conflict, the real server names the kind here: details.kind "EndpointSlice"."""
+    why = ("The object might have been deleted and then recreated" if field == "UID"
+           else "The object might have been modified")
+    return ApiError(
+        409,
+        f'Operation cannot be fulfilled on {res.group_kind} "{name}": the {field} in the '
+        f"precondition ({want}) does not match the {field} in record ({have}). {why}",
+        "Conflict",
+        _details(res, name, res.kind),
+    )
+
+
 def unprocessable(res: Resource, name: str, errors: list[FieldError]) -> ApiError:
     listed = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(map(str, errors)) + "]"
     details = _details(res, name, res.kind)

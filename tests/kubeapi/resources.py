@@ -71,9 +71,12 @@ ENDPOINTS = Resource("Endpoints", "endpoints", "endpoints", "", "v1", True, ("ep
 ENDPOINT_SLICES = Resource(
     "EndpointSlice", "endpointslices", "endpointslice", "discovery.k8s.io", "v1", True
 )
-ALL: tuple[Resource, ...] = (NAMESPACES, SERVICES, ENDPOINTS, ENDPOINT_SLICES)
+EVENTS = Resource("Event", "events", "event", "events.k8s.io", "v1", True, ("ev",))
+ALL: tuple[Resource, ...] = (NAMESPACES, SERVICES, ENDPOINTS, ENDPOINT_SLICES, EVENTS)
 
 DISCOVERY_GROUP = "discovery.k8s.io"
+EVENTS_GROUP = "events.k8s.io"
+GROUPS = (DISCOVERY_GROUP, EVENTS_GROUP)  # the named API groups served, in discovery order
 
 
 def by_kind(kind: str) -> Resource:
@@ -112,7 +115,7 @@ def api_group(name: str) -> dict[str, Any]:
 
 
 def api_group_list() -> dict[str, Any]:
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(DISCOVERY_GROUP)]}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS]}
 
 
 def api_resource_list(group: str, version: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.kubeapi import errors
+from tests.kubeapi import errors, rbac
 from tests.kubeapi.api import Api, Request, Response
 from tests.kubeapi.faults import FaultInjector
 from tests.kubeapi.resources import by_kind
@@ -29,6 +29,7 @@ from tests.loopback_http import HOST, LoopbackHTTPServer
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DROPPED = 0  # the status recorded for a request whose connection was dropped
+EVENTS_PATH = "/apis/events.k8s.io/"
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,18 @@ def _fault_message(status: int) -> str:
 class KubeApiServer:
     """A kube-apiserver stand-in for namespaces, services, endpoints and endpointslices."""
 
-    def __init__(self, namespaces: Iterable[str] = ("default",)) -> None:
+    def __init__(self, namespaces: Iterable[str] = ("default",), *,
+                 endpoints_warning: bool = False,
+                 rbac_rules: Iterable[rbac.Rule] | None = None) -> None:
+        """`endpoints_warning`: answer Endpoints creates and updates with the deprecation
+        `Warning` header of Kubernetes 1.33+. `rbac_rules`: authorize every resource request
+        against these rules (see enforce_rbac)."""
         self.store = Store(namespaces)
         self.faults = FaultInjector()
         self.api = Api(self.store, lambda: self.url.removeprefix("http://"))
+        self.api.endpoints_warning = endpoints_warning
+        if rbac_rules is not None:
+            self.enforce_rbac(rbac_rules)
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._write_observers: list[Callable[[RecordedRequest], None]] = []
@@ -224,6 +233,22 @@ class KubeApiServer:
     def list_objects(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return self.store.list(by_kind(kind), namespace).items
 
+    # -- behaviour switches ------------------------------------------------------------
+
+    @property
+    def endpoints_warning(self) -> bool:
+        return self.api.endpoints_warning
+
+    @endpoints_warning.setter
+    def endpoints_warning(self, on: bool) -> None:
+        self.api.endpoints_warning = on
+
+    def enforce_rbac(self, rules: Iterable[rbac.Rule] | None) -> None:
+        """From now on a resource request no rule allows is answered 403 Forbidden, as by
+        kube-apiserver's RBAC authorizer (tests.kubeapi.rbac.cluster_role_rules reads them
+        from a manifest); None turns enforcement off."""
+        self.api.rules = list(rules) if rules is not None else None
+
     # -- requests and faults -----------------------------------------------------------
 
     def record(self, request: RecordedRequest) -> None:
@@ -246,8 +271,11 @@ class KubeApiServer:
         with self._requests_lock:
             return list(self._requests)
 
-    def write_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.method in WRITE_METHODS]
+    def write_requests(self, include_events: bool = False) -> list[RecordedRequest]:
+        """Every write so far. Events are records about objects, not changes to them: they
+        are left out unless `include_events`."""
+        return [r for r in self.requests if r.method in WRITE_METHODS
+                and (include_events or not r.path.startswith(EVENTS_PATH))]
 
     def requests_matching(
         self, method: str | None = None, path_regex: str | None = None

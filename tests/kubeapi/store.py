@@ -204,8 +204,7 @@ class Store:
                 want = (preconditions or {}).get(field)
                 have = old["metadata"].get(field)
                 if want and want != have:
-                    raise errors.conflict(res, name, f"Precondition failed: {label} in "
-                                          f"precondition: {want}, {label} in object meta: {have}")
+                    raise errors.precondition_failed(res, name, label, want, have)
             deleted = copy.deepcopy(old)
             if not dry_run:
                 self._remove(res, key)

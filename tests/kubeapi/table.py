@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.kubeapi.resources import ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, SERVICES, Resource
+from tests.kubeapi.resources import (
+    ENDPOINT_SLICES,
+    ENDPOINTS,
+    EVENTS,
+    NAMESPACES,
+    SERVICES,
+    Resource,
+)
 
 Obj = dict[str, Any]
 
@@ -28,6 +35,8 @@ COLUMNS: dict[str, list[Obj]] = {
     ENDPOINT_SLICES.plural: [_NAME, _column("AddressType"), _column("Ports"),
                              _column("Endpoints"), _AGE],
     NAMESPACES.plural: [_NAME, _column("Status"), _AGE],
+    EVENTS.plural: [_NAME, _column("Type"), _column("Reason"), _column("Object"),
+                    _column("Message")],
 }
 
 
@@ -102,11 +111,19 @@ def _namespace_cells(obj: Obj) -> list[Any]:
             age(obj["metadata"].get("creationTimestamp", ""))]
 
 
+def _event_cells(obj: Obj) -> list[Any]:
+    regarding = obj.get("regarding") or {}
+    return [obj.get("type", ""), obj.get("reason", ""),
+            f"{str(regarding.get('kind', '')).lower()}/{regarding.get('name', '')}",
+            obj.get("note", "")]
+
+
 _CELLS = {
     SERVICES.plural: _service_cells,
     ENDPOINTS.plural: _endpoints_cells,
     ENDPOINT_SLICES.plural: _slice_cells,
     NAMESPACES.plural: _namespace_cells,
+    EVENTS.plural: _event_cells,
 }
 
 
