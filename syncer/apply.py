@@ -40,6 +40,8 @@ class ApplyResult:
     """Every change made, with what was done in the end (for the Events about each Service)."""
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
     """(namespace, name) of a Service -> the failure that stopped its writes."""
+    left: int = 0
+    """Writes not started because the run was asked to stop."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, action: Action, change: Change | None = None) -> None:
@@ -47,6 +49,10 @@ class ApplyResult:
             setattr(self, f"{action}d", getattr(self, f"{action}d") + 1)
             if change is not None:
                 self.done.append((change, action))
+
+    def leave(self, writes: int) -> None:
+        with self._lock:
+            self.left += writes
 
     def fail(self, message: str, service: tuple[str, str] | None = None) -> None:
         with self._lock:
@@ -109,7 +115,11 @@ def _updates_in_safe_order(updates: list[Change],
     return ordered
 
 
-def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8) -> ApplyResult:
+def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8,
+               stop: threading.Event | None = None) -> ApplyResult:
+    """Make the plan's changes, Service by Service. Once `stop` is set (SIGTERM in loop
+    mode), no new write starts: every prefix of a Service's writes is safe (make before
+    break), so the rest is simply left for the next run."""
     result = ApplyResult()
     for held in plan.held:
         if held.reason == "immutable":
@@ -121,12 +131,18 @@ def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8) -> ApplyRes
     if not tasks:
         return result
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
-        list(pool.map(lambda t: _apply_service(t, kube, owner, result), tasks))
+        list(pool.map(lambda t: _apply_service(t, kube, owner, result, stop), tasks))
+    if stop is not None and stop.is_set() and result.left:
+        log.warning("stopped: %d writes left for the next run", result.left)
     return result
 
 
-def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyResult) -> None:
+def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyResult,
+                   stop: threading.Event | None = None) -> None:
     for i, change in enumerate(changes):
+        if stop is not None and stop.is_set():
+            result.leave(len(changes) - i)
+            return
         try:
             done = _apply_one(change, kube, owner)
         except KubeError as e:

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -173,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _once(args: argparse.Namespace) -> int:
+def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     loaded = load(args.config)
     if args.command == "validate":
         try:
@@ -199,7 +200,7 @@ def _once(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     outcome = telemetry_of(args).measure(
-        loaded.config, lambda: sync(loaded, kube, apply=apply, force=args.force))
+        loaded.config, lambda: sync(loaded, kube, apply=apply, force=args.force, stop=stop))
     duration = time.monotonic() - started
     if not apply:
         _out(plan_json(outcome.plan, outcome.desired, outcome.counts()) if args.output == "json"
@@ -224,7 +225,7 @@ def _conflicting_options(args: argparse.Namespace) -> str | None:
 
 
 def _loop(args: argparse.Namespace) -> int:
-    return run_loop(lambda: _once(args), args.interval, telemetry_of(args),
+    return run_loop(lambda stop: _once(args, stop), args.interval, telemetry_of(args),
                     address=args.metrics_address, port=args.metrics_port)
 
 

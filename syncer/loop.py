@@ -6,10 +6,9 @@
   retried sooner: after $ENDPOINTS_SYNC_RETRY_BACKOFF seconds (default 5), doubling on each
   further transient failure, never longer than the interval. A permanent failure waits for
   the next interval: retrying would not help.
-- SIGTERM/SIGINT: the run in progress completes (its writes go on to the end: stopping
-  between one Service's writes is as safe as a failed write, but stopping at once would
-  leave the whole run half done for nothing), then no new run starts; exit 0. A second
-  SIGINT ends the process at once.
+- SIGTERM/SIGINT: the writes in flight complete and no new write starts (every prefix of a
+  Service's writes is safe: make before break); the rest is left for the next start. No new
+  run starts; exit 0. A second SIGINT ends the process at once.
 """
 
 from __future__ import annotations
@@ -68,9 +67,9 @@ def _transient(e: KubeError) -> bool:
     return e.status in {0, 429} or e.status >= 500
 
 
-def run_loop(once: Callable[[], int], interval: float, telemetry: Telemetry, *,
+def run_loop(once: Callable[[threading.Event], int], interval: float, telemetry: Telemetry, *,
              address: str = "0.0.0.0", port: int | None = None) -> int:
-    """Call `once` (one run, returning its exit code) until stopped; returns 0."""
+    """Call `once(stop)` (one run, returning its exit code) until stopped; returns 0."""
     backoff = Backoff(retry_first(), interval)
     state = LoopState(interval)
     server = serve(address, port, telemetry.metrics.text, state) if port is not None else None
@@ -83,7 +82,7 @@ def run_loop(once: Callable[[], int], interval: float, telemetry: Telemetry, *,
             telemetry.begin()
             transient: list[str] = []
             try:
-                code = once()
+                code = once(stop)
             except ConfigError as e:
                 if first:
                     raise
@@ -121,7 +120,7 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user means it
-        log.info("%s: stopping after this run", signal.Signals(signum).name)
+        log.info("%s: stopping after the writes in flight", signal.Signals(signum).name)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

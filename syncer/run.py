@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ class Outcome:
 
 
 def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: bool = False,
+         stop: threading.Event | None = None,
          resolver: Resolver | None = None) -> Outcome:
     """One run. With apply=False it stops after the plan (plan, run --dry-run)."""
     config = loaded.config
@@ -212,7 +214,7 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
     _warn_held(plan)
     outcome = Outcome(plan, desired)
     if apply:
-        outcome.applied = apply_plan(plan, kube, config.owner)
+        outcome.applied = apply_plan(plan, kube, config.owner, stop=stop)
         events.emit(kube, events.service_events(plan, desired, outcome.applied, current,
                                                 config.owner), config.owner)
     return outcome

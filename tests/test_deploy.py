@@ -300,8 +300,11 @@ def test_deployment_overlay_runs_the_loop_with_probes() -> None:
     container = the_container(spec["template"])
     args = container["args"]
     assert args[0] == "run" and args[args.index("--interval") + 1] == str(INTERVAL)
-    assert {"readinessProbe", "livenessProbe"} <= set(container)
+    assert args[args.index("--metrics-port") + 1] == "9090"
     assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+    # The loop's own health endpoints (tests/test_loop.py proves what they answer).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     # The pod is the CronJob's: same security, resources and mounts.
     (cron_pod,) = pod_templates(rendered("base"))
     for key in ("securityContext", "serviceAccountName", "volumes"):
@@ -372,7 +375,7 @@ def _under(text: str, mounts: list[str], root: Path) -> str:
 def probe_commands(pod: Obj) -> Iterator[list[str]]:
     container = the_container(pod)
     for probe in ("readinessProbe", "livenessProbe"):
-        if probe in container:
+        if "exec" in container.get(probe, {}):
             yield container[probe]["exec"]["command"]
 
 

@@ -373,7 +373,7 @@ def test_interval_loop_follows_the_inventory_and_stops_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "stopping after this run" in err
+    assert "stopping after the writes in flight" in err
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:

@@ -17,12 +17,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncer.kube import connect
 from syncer.loop import Backoff
+from syncer.run import load, sync
 from tests.cli import ROOT
 from tests.consul_double import ConsulDouble, running
 from tests.kubeapi import KubeApiServer
+from tests.specs import rgw_entry
 
 BACKOFF = "0.2"  # $ENDPOINTS_SYNC_RETRY_BACKOFF: the first retry, in seconds
 INTERVAL = "60"  # far longer than any test waits: a second run before it is a retry
@@ -151,7 +155,7 @@ def test_a_transient_failure_is_retried_sooner_and_the_endpoints_answer(
         loop.kill()
     assert loop.proc.returncode == 0, loop.log
     assert took < 2, loop.log
-    assert "SIGTERM: stopping after this run" in loop.log
+    assert "SIGTERM: stopping after the writes in flight" in loop.log
 
 
 def test_a_permanent_failure_waits_for_the_interval(
@@ -173,3 +177,35 @@ def test_a_permanent_failure_waits_for_the_interval(
     assert loop.proc.returncode == 0, loop.log
     assert took < 2, loop.log
     assert kube.get_object("Service", "external", "payments") is None
+
+
+def test_a_stop_lets_the_writes_in_flight_finish_and_starts_no_new_one(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    """SIGTERM sets the loop's stop event: in-process, the same event set after the third
+    write leaves the rest for the next run, and that run completes the job."""
+    services = [rgw_entry(name=f"rgw-{i}") for i in range(6)]
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"services": services}))
+    config = tmp_path / "config.yaml"
+    config.write_text("owner: cluster-a\nnamespace: storage\nsources:\n"
+                      "  - {name: rgw, provider: static, path: inventory.yaml}\n")
+    kube.create_namespace("storage")
+    stop = threading.Event()
+    writes: list[str] = []
+
+    def observe(request: object) -> None:
+        writes.append(str(request))
+        if len(writes) == 3:
+            stop.set()
+
+    kube.observe_writes(observe)
+    loaded = load(str(config))
+    first = sync(loaded, lambda: connect(str(kubeconfig)), apply=True, stop=stop)
+    assert first.applied is not None
+    total = len(first.plan.changes)  # 6 Services x (Service, 2 slices, Endpoints)
+    done = first.applied.created
+    # Up to one write in flight per worker (8) when the stop came; none started after it.
+    assert 3 <= done <= 3 + 8 < total and first.applied.left == total - done
+    assert not first.applied.failed
+    second = sync(loaded, lambda: connect(str(kubeconfig)), apply=True)
+    assert second.applied is not None and second.applied.created == total - done
+    assert second.exit_code == 0
