@@ -87,6 +87,10 @@ SLOW_MODULES = frozenset({
 })
 
 
+LONGEST_FIRST = frozenset({"tests/test_image.py", "tests/test_real_apiserver.py",
+                           "tests/test_differential.py", "tests/test_guards.py"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark end-to-end tests `slow`: whole e2e modules, and any test that syncs through a
     kubeconfig. `pytest -m "not slow"` (make test-fast) runs the rest in seconds.
@@ -110,7 +114,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    # Longest first: xdist hands tests out in this order, and a 40-second test started last
+    # would be the whole suite's tail.
+    items[:] = sorted(kept, key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
