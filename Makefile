@@ -41,8 +41,9 @@ test: $(STAMP)
 test-fast: lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
 
+# make bench BENCH_ARGS=--real: the same runs against a real kube-apiserver too ($$KUBEBUILDER_ASSETS).
 bench: $(STAMP)
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -64,6 +64,9 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--addresses", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3, help="no-op runs to take the median of")
+    parser.add_argument("--real", action="store_true",
+                        help="also run against a real kube-apiserver + etcd from "
+                             "$KUBEBUILDER_ASSETS, side by side")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -84,13 +87,33 @@ def main() -> int:
         try:
             assert server.stdout is not None
             server.stdout.readline()  # "listening": the kubeconfig is written
-            return report(args, config, kubeconfig, tmp)
+            figures = report(args, config, kubeconfig, tmp, "the API test server")
         finally:
             server.terminate()
             server.wait(10)
+        if args.real:
+            real = report_real(args, tmp)
+            print("\nreal kube-apiserver / API test server, same run shape")
+            for label, seconds in real.items():
+                print(f"  {label:34} {seconds / figures[label]:6.2f}x")
+        return 0
 
 
-def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path) -> int:
+def report_real(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """The same runs against genuine etcd-backed storage (tests/realapi.py starts it)."""
+    from tests.realapi import RealApiServer
+
+    inv = inventory(args.services, args.addresses)
+    (tmp / "inventory.yaml").write_text(yaml.safe_dump(inv))  # the first run creates all
+    with RealApiServer() as api:
+        api.json("POST", "/api/v1/namespaces",
+                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig-real", namespace="bench")
+        return report(args, tmp / "config.yaml", kubeconfig, tmp, "a real kube-apiserver")
+
+
+def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path,
+           server: str) -> dict[str, float]:
     run = ["run", "-c", str(config), "--kubeconfig", str(kubeconfig)]
     validate = statistics.median(cli("validate", "-c", str(config)) for _ in range(3))
     validate_json = statistics.median(
@@ -106,18 +129,20 @@ def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path) 
     total = sum(phases.values())
 
     n, a = args.services, args.addresses
-    print(f"endpoints-sync bench: {n} services x {a} addresses = {n * a} endpoints, "
-          f"{n * 3} objects\n")
+    print(f"endpoints-sync bench against {server}: {n} services x {a} addresses = "
+          f"{n * a} endpoints, {n * 3} objects\n")
+    figures = {"validate (start-up + inventory)": validate,
+               "validate, the inventory as JSON": validate_json,
+               "first run (creates everything)": first,
+               "no-op run": noop, "one address removed": change}
     print("whole process (wall, median)        seconds   x validate")
-    for label, seconds in (("validate (start-up + inventory)", validate),
-                           ("validate, the inventory as JSON", validate_json),
-                           ("first run (creates everything)", first),
-                           ("no-op run", noop), ("one address removed", change)):
+    for label, seconds in figures.items():
         print(f"  {label:34} {seconds:7.2f}   {seconds / validate:6.1f}x")
     print(f"\nno-op run in-process, by phase (total {total:.2f} s)")
     for label, seconds in phases.items():
         print(f"  {label:34} {seconds:7.2f}   {seconds / total:6.1%}")
-    return 0
+    print()
+    return figures
 
 
 def in_process_phases(config: Path, kubeconfig: Path) -> dict[str, float]:

@@ -11,9 +11,11 @@ import yaml
 
 from syncer.logs import TextFormatter
 from tests.kubeapi import KubeApiServer
+from tests.kubeapi.rbac import cluster_role_rules
 from tests.realapi import ASSETS_ENV, RealApiServer, RealCluster, TestServerCluster
 
 TEST_NAMESPACES = ("default", "storage", "external")
+DEPLOYED_RULES = cluster_role_rules(Path(__file__).parent.parent / "deploy" / "rbac.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +27,10 @@ def _logs_as_users_see_them(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.fixture
 def kube() -> Iterator[KubeApiServer]:
-    """A started API server with the namespaces default, storage and external."""
-    with KubeApiServer(TEST_NAMESPACES) as server:
+    """A started API server with the namespaces default, storage and external, authorizing
+    every request against deploy/rbac.yaml's ClusterRole: the whole suite runs with exactly
+    the rights the manifests grant (tests that need others call kube.enforce_rbac)."""
+    with KubeApiServer(TEST_NAMESPACES, rbac_rules=DEPLOYED_RULES) as server:
         yield server
 
 

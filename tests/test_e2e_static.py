@@ -179,6 +179,21 @@ def test_config_from_environment_variable(kube: KubeApiServer, kubeconfig: Path,
     assert cli("run", "--kubeconfig", kubeconfig).returncode == 2
 
 
+def test_python_m_syncer_and_the_console_script_run_in_their_own_process(
+        kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    """Most tests call the CLI's entry point in-process (tests/cli.py); this one proves the
+    two ways a user starts it: `python -m syncer` and the installed `endpoints-sync`."""
+    config = write(tmp_path, [rgw_entry()])
+    ok(cli("run", "-c", config, "--kubeconfig", kubeconfig, subprocess_only=True))
+    assert kube.get_object("Service", "storage", "ocs-external-rgw-lb") is not None
+    script = Path(sys.executable).parent / "endpoints-sync"
+    done = subprocess.run([str(script), "plan", "-c", str(config), "--kubeconfig",
+                           str(kubeconfig)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "No changes" in done.stdout
+
+
 def foreign_service(name: str, selector: bool, labels: dict[str, str] | None = None) -> JSON:
     spec: JSON = {"ports": [{"name": "http", "port": 80}]}
     if selector:

@@ -30,6 +30,13 @@ MANAGED = {"app.kubernetes.io/managed-by": "endpoints-sync"}
 # -- helpers -------------------------------------------------------------------------------
 
 
+
+@pytest.fixture(autouse=True)
+def _as_cluster_admin(kube: KubeApiServer) -> None:
+    """These tests exercise the server's whole API (patch, namespaces, delete collection),
+    not the syncer's role: no RBAC."""
+    kube.enforce_rbac(None)
+
 def make_client(kubeconfig: Path, *, retries: bool | None = None) -> Any:
     """An ApiClient from the kubeconfig; retries=False turns off urllib3's own retries."""
     configuration = client.Configuration()
