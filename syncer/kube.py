@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -44,6 +43,7 @@ from tenacity import (
     wait_random,
 )
 
+from syncer.environment import seconds_from_env
 from syncer.errors import ConfigError, KubeError
 from syncer.ownership import JSON
 
@@ -103,17 +103,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
 
 def request_timeout() -> float:
     """$ENDPOINTS_SYNC_REQUEST_TIMEOUT, or REQUEST_TIMEOUT."""
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return REQUEST_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 600):
-        raise ConfigError(f"${TIMEOUT_ENV}", "",
-                          f"expected a number of seconds between 0 and 600, got {text[:40]!r}")
-    return value
+    return seconds_from_env(TIMEOUT_ENV, REQUEST_TIMEOUT, 600)
 
 
 class Kube:

@@ -14,13 +14,12 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
 import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
 
+from syncer.environment import seconds_from_env
 from syncer.errors import ConfigError, KubeError
 from syncer.health import LoopState, serve
 from syncer.metrics import Telemetry
@@ -50,17 +49,7 @@ class Backoff:
 
 def retry_first() -> float:
     """$ENDPOINTS_SYNC_RETRY_BACKOFF, or RETRY_FIRST."""
-    text = os.environ.get(RETRY_ENV, "").strip()
-    if not text:
-        return RETRY_FIRST
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 3600):
-        raise ConfigError(f"${RETRY_ENV}", "",
-                          f"expected a number of seconds between 0 and 3600, got {text[:40]!r}")
-    return value
+    return seconds_from_env(RETRY_ENV, RETRY_FIRST, 3600)
 
 
 def _transient(e: KubeError) -> bool:

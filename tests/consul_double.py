@@ -504,3 +504,11 @@ def running(double: ConsulDouble) -> Iterator[ConsulDouble]:
 
 
 __all__ = ["ConsulDouble", "FilterError", "RecordedRequest", "matches", "running"]
+
+
+def payments_double() -> ConsulDouble:
+    """A Consul with one node and one `payments` instance on port 8443."""
+    double = ConsulDouble()
+    double.add_node("node-1", "203.0.113.10")
+    double.register("payments", "node-1", port=8443)
+    return double

@@ -31,3 +31,16 @@ def rgw_entry(addresses: range | list[int] = range(50, 56), *,
     return {"name": name, "namespace": "storage", "ports": [{"name": "http", "port": 80}],
             "endpoints": [{"address": f"192.0.2.{i}", "port": p}
                           for i in addresses for p in ports]}
+
+
+def dual_stack_entries() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Inventory entries: a dual-stack Service (non-canonical IPv6 on purpose), an IPv6-only
+    UDP one, and one with 250 backends (more than two slices of 100)."""
+    dual = {"name": "dual", "ports": [{"port": 443, "name": "https"}],
+            "endpoints": [{"address": "2001:db8:0:0::10"}, {"address": "192.0.2.10"},
+                          {"address": "2001:DB8::11"}]}
+    v6 = {"name": "v6only", "ports": [{"port": 53, "name": "dns", "protocol": "UDP"}],
+          "endpoints": [{"address": "2001:db8::53"}]}
+    big = {"name": "big", "ports": [{"port": 80}],
+           "endpoints": [{"address": f"198.51.100.{i}"} for i in range(1, 251)]}
+    return dual, v6, big

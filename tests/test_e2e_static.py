@@ -17,7 +17,7 @@ import yaml
 
 from tests.cli import cli, run_sync
 from tests.kubeapi import KubeApiServer
-from tests.specs import rgw_entry
+from tests.specs import dual_stack_entries, rgw_entry
 
 JSON = dict[str, Any]
 OWNED = {"app.kubernetes.io/managed-by": "endpoints-sync", "endpoints-sync.io/owner": "cluster-a"}
@@ -238,13 +238,7 @@ def test_foreign_objects_are_never_touched(kube: KubeApiServer, kubeconfig: Path
 
 def test_ipv6_dual_stack_and_many_backends(kube: KubeApiServer, kubeconfig: Path,
                                            tmp_path: Path) -> None:
-    dual = {"name": "dual", "ports": [{"port": 443, "name": "https"}],
-            "endpoints": [{"address": "2001:db8:0:0::10"}, {"address": "192.0.2.10"},
-                          {"address": "2001:DB8::11"}]}
-    v6 = {"name": "v6only", "ports": [{"port": 53, "name": "dns", "protocol": "UDP"}],
-          "endpoints": [{"address": "2001:db8::53"}]}
-    big = {"name": "big", "ports": [{"port": 80}],
-           "endpoints": [{"address": f"198.51.100.{i}"} for i in range(1, 251)]}
+    dual, v6, big = dual_stack_entries()
     config = write(tmp_path, [dual, v6, big])
     ok(run_sync(config, kubeconfig))
     dual_slices = {s["addressType"]: [e["addresses"][0] for e in s["endpoints"]]

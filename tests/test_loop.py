@@ -24,7 +24,7 @@ from syncer.kube import connect
 from syncer.loop import Backoff
 from syncer.run import load, sync
 from tests.cli import ROOT
-from tests.consul_double import ConsulDouble, running
+from tests.consul_double import ConsulDouble, payments_double, running
 from tests.kubeapi import KubeApiServer
 from tests.specs import rgw_entry
 
@@ -41,10 +41,7 @@ def test_backoff_doubles_up_to_the_interval_and_resets_after_a_run_without_one()
 
 @pytest.fixture
 def consul() -> Iterator[ConsulDouble]:
-    double = ConsulDouble()
-    double.add_node("node-1", "203.0.113.10")
-    double.register("payments", "node-1", port=8443)
-    yield from running(double)
+    yield from running(payments_double())
 
 
 class Loop:

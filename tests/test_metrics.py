@@ -23,7 +23,7 @@ from syncer.cli import main
 from syncer.errors import ConfigError
 from syncer.health import LoopState, serve
 from syncer.metrics import Metrics
-from tests.consul_double import ConsulDouble, running
+from tests.consul_double import ConsulDouble, payments_double, running
 from tests.kubeapi import KubeApiServer
 from tests.loopback_http import LoopbackHTTPServer
 from tests.specs import rgw_entry
@@ -122,10 +122,7 @@ def test_a_failed_run_counts_as_failure_and_keeps_the_last_success(
 
 @pytest.fixture
 def consul() -> Iterator[ConsulDouble]:
-    double = ConsulDouble()
-    double.add_node("node-1", "203.0.113.10")
-    double.register("payments", "node-1", port=8443)
-    yield from running(double)
+    yield from running(payments_double())
 
 
 @pytest.mark.parametrize(("status", "kind"), [(503, "transient"), (403, "permanent")])

@@ -21,7 +21,7 @@ from syncer.run import Outcome, load, sync
 from tests.cli import run_sync
 from tests.conftest import deploy_rules
 from tests.realapi import RealApiServer, RealCluster, TestServerCluster, Write
-from tests.specs import rgw_entry
+from tests.specs import dual_stack_entries, rgw_entry
 
 JSON = dict[str, Any]
 Cluster = TestServerCluster | RealCluster
@@ -179,13 +179,7 @@ def test_foreign_objects_are_never_touched(cluster: Cluster, tmp_path: Path,
 
 
 def test_ipv6_dual_stack_and_250_backends(cluster: Cluster, tmp_path: Path) -> None:
-    dual = {"name": "dual", "ports": [{"port": 443, "name": "https"}],
-            "endpoints": [{"address": "2001:db8:0:0::10"}, {"address": "192.0.2.10"},
-                          {"address": "2001:DB8::11"}]}
-    v6 = {"name": "v6only", "ports": [{"port": 53, "name": "dns", "protocol": "UDP"}],
-          "endpoints": [{"address": "2001:db8::53"}]}
-    big = {"name": "big", "ports": [{"port": 80}],
-           "endpoints": [{"address": f"198.51.100.{i}"} for i in range(1, 251)]}
+    dual, v6, big = dual_stack_entries()
     config = write(tmp_path, cluster, [dual, v6, big])
     assert run(cluster, config).exit_code == 0
     dual_slices = {s["addressType"]: [e["addresses"][0] for e in s["endpoints"]]
