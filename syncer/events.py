@@ -110,15 +110,7 @@ def _event(service: tuple[str, str], story: _Story, uid: str) -> ServiceEvent:
 
 def _held_note(held: Held) -> str:
     c = held.change
-    if held.reason == "empty":
-        return ("held: its source lists no address, so the cluster's addresses are kept "
-                "(allow_empty is off)")
-    if held.reason == "delete-ratio":
-        return ("held: deletes over max_delete_ratio of the objects this owner manages "
-                "(check the sources, then run with --force)")
-    if held.reason == "change-ratio":
-        return f"held: address writes over max_change_ratio ({held.detail})"
-    return f"held: {held.detail or f'{c.action} {c.kind} {c.name}'}"  # immutable
+    return f"held {c.action} {c.kind} {c.name}: {held.why}"
 
 
 def _done_note(done: Sequence[tuple[Change, Action]]) -> str:

@@ -81,15 +81,8 @@ def plan_text(plan: Plan, desired: Desired | None = None) -> str:
     for change in plan.changes:
         lines.extend(_describe(change))
     for held in plan.held:
-        why = {"policy": "the policy does not allow it",
-               "empty": "the source lists no address (allow_empty is off)",
-               "delete-ratio": "over max_delete_ratio (use --force)",
-               "immutable": held.detail.removeprefix(f"Service {held.change.name}: "),
-               "change-ratio": f"over max_change_ratio ({held.detail}; check the source, "
-                               "then run with --force)",
-               }[held.reason]
         c = held.change
-        lines.append(f"= held {c.action} {c.kind} {c.name}: {why}")
+        lines.append(f"= held {c.action} {c.kind} {c.name}: {held.why}")
     for conflict in plan.conflicts:
         lines.append(f"! conflict {conflict.key[0]} {conflict.key[1]}/{conflict.key[2]}: "
                      f"{conflict.reason}; Service {'/'.join(conflict.service)} left alone")

@@ -64,6 +64,17 @@ class Held:
     detail: str = ""
     """What to do about it, for the reasons that need a person (immutable)."""
 
+    @property
+    def why(self) -> str:
+        """The one wording of why, for the plan and the Events."""
+        if self.reason == "immutable":
+            return self.detail.removeprefix(f"Service {self.change.name}: ")
+        if self.reason == "change-ratio":
+            return f"over max_change_ratio ({self.detail}; check the source, then run with --force)"
+        return {"policy": "the policy does not allow it",
+                "empty": "the source lists no address (allow_empty is off)",
+                "delete-ratio": "over max_delete_ratio (use --force)"}[self.reason]
+
 
 @dataclass(frozen=True)
 class Conflict:

@@ -98,7 +98,7 @@ def test_held_and_failed_services_get_warning_events(
     assert outcome.exit_code == 1
     (web,) = [e for e in events(kube, "web") if e["reason"] != "Synced"]
     assert (web["reason"], web["type"]) == ("Held", "Warning")
-    assert "its source lists no address" in web["note"]
+    assert "the source lists no address" in web["note"]
     (api,) = [e for e in events(kube, "api") if e["reason"] != "Synced"]
     assert (api["reason"], api["type"]) == ("SyncFailed", "Warning")
     assert "replace EndpointSlice external/api-" in api["note"] and "422 Invalid" in api["note"]
