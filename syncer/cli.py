@@ -18,31 +18,19 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from syncer import __version__, catalog
-from syncer.apirules import keep_valid
-from syncer.documents import STDIN, document_name
+# Only light modules here (stdlib and syncer modules that import no third-party library):
+# `--help` and a bad command line must cost argparse only (tests/test_startup.py). The
+# others (pydantic, PyYAML, the providers, the Kubernetes client, prometheus_client) are
+# imported by the functions that need them.
+from syncer import __version__
 from syncer.errors import ConfigError, KubeError, SourceError
 from syncer.logs import LEVELS, configure
-from syncer.loop import run_loop
 from syncer.metrics import Telemetry, add_metrics_options, telemetry_of
-from syncer.output import plan_json, plan_text, render_text
-from syncer.registry import PluginError, ProviderClass, find, installed
-from syncer.render import render_all
-from syncer.run import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_OK,
-    check_sources,
-    discover,
-    load,
-    render_settings,
-    sync,
-)
-from syncer.schema import config_schema
 from syncer.secrets import redact
 
 if TYPE_CHECKING:
     from syncer.kube import Kube
+    from syncer.registry import ProviderClass
 
 log = logging.getLogger("endpoints_sync")
 
@@ -151,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _providers(args.name, args.output)
     if args.command == "schema":
         return _schema()
+    from syncer.run import EXIT_CONFIG, EXIT_FAILED
+
     if not args.config:
         _err("endpoints-sync: error: no configuration: give -c CONFIG or set "
              "ENDPOINTS_SYNC_CONFIG")
@@ -160,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"endpoints-sync: error: {problem}")
         return EXIT_CONFIG
     try:
-        args.telemetry = Telemetry.of(args)  # `run`'s metrics: file, Pushgateway, /metrics
+        if args.command in ("run", "plan"):  # validate and render need no prometheus_client
+            args.telemetry = Telemetry.of(args)  # `run`'s metrics: file, Pushgateway, /metrics
         if args.command == "run" and args.interval:
             return _loop(args)
         return _once(args)
@@ -175,6 +166,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    from syncer.apirules import keep_valid
+    from syncer.documents import document_name
+    from syncer.output import plan_json, plan_text, render_text
+    from syncer.render import render_all
+    from syncer.run import (
+        EXIT_CONFIG,
+        EXIT_FAILED,
+        EXIT_OK,
+        check_sources,
+        discover,
+        load,
+        render_settings,
+        sync,
+    )
+
     loaded = load(args.config)
     if args.command == "validate":
         try:
@@ -216,6 +222,8 @@ def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
 
 def _conflicting_options(args: argparse.Namespace) -> str | None:
     """Combinations argparse cannot refuse by itself; exit 2 before anything is read."""
+    from syncer.documents import STDIN
+
     if args.command == "run" and args.interval and args.config == STDIN:
         return ("-c - cannot be used with --interval: the configuration is read again before "
                 "each run; give a file (a ConfigMap mounted as a file in a cluster)")
@@ -225,6 +233,8 @@ def _conflicting_options(args: argparse.Namespace) -> str | None:
 
 
 def _loop(args: argparse.Namespace) -> int:
+    from syncer.loop import run_loop
+
     return run_loop(lambda stop: _once(args, stop), args.interval, telemetry_of(args),
                     address=args.metrics_address, port=args.metrics_port)
 
@@ -241,6 +251,10 @@ def _err(text: str) -> None:
 
 def _providers(name: str | None, output: str) -> int:
     """Every installed provider (or NAME); exit 2 if one shown cannot load."""
+    from syncer import catalog
+    from syncer.registry import PluginError, find, installed
+    from syncer.run import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+
     plugins = installed()
     try:
         chosen = [find(name, plugins)] if name is not None else list(plugins.values())
@@ -264,6 +278,10 @@ def _providers(name: str | None, output: str) -> int:
 
 def _schema() -> int:
     """The configuration's JSON Schema; a broken plugin is left out with a warning."""
+    from syncer.registry import PluginError, installed
+    from syncer.run import EXIT_OK
+    from syncer.schema import config_schema
+
     classes: dict[str, ProviderClass] = {}
     for name, plugin in installed().items():
         try:

@@ -20,23 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import push_to_gateway, pushadd_to_gateway
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
-
-from syncer.config import Config
 from syncer.errors import ConfigError
 from syncer.plan import Held
 
+# prometheus_client is imported by the functions that use it: the CLI imports this module
+# for add_metrics_options, and `--help` must stay light (tests/test_startup.py).
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+    from syncer.config import Config
     from syncer.run import Outcome
 
 log = logging.getLogger("endpoints_sync")
@@ -47,10 +39,6 @@ PUSH_TIMEOUT = 10.0
 HELD_REASONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(Held)["reason"])
 ACTIONS = ("created", "updated", "deleted", "unchanged")
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
-
-# The `_created` series prometheus_client adds to each counter double the output and mean
-# nothing in a one-shot run's file or push.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def add_metrics_options(run: argparse.ArgumentParser) -> None:
@@ -74,16 +62,18 @@ def _port(text: str) -> int:
     return int(text)
 
 
-class _Timestamps(Collector):
+class _Timestamps:
     """The last run's and last success's times, shown only once known: a gauge that is not
     set would read 0 (1970), and a failed run must not replace the last success pushed or
-    written before."""
+    written before. A prometheus_client Collector (a Protocol: no base class needed)."""
 
     def __init__(self) -> None:
         self.last_run: float | None = None
         self.last_success: float | None = None
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         if self.last_run is not None:
             yield GaugeMetricFamily(f"{PREFIX}_last_run_timestamp_seconds",
                                     "When the last run ended (Unix time)", self.last_run)
@@ -96,6 +86,11 @@ class Metrics:
     """The metric families, and how one run's outcome sets them."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+
+        # The `_created` series prometheus_client adds to each counter double the output and
+        # mean nothing in a one-shot run's file or push.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry()
         self.runs = Counter("runs", "Runs by result: success (exit 0) or failure",
                             ["result"], namespace=PREFIX, registry=r)
@@ -161,6 +156,8 @@ class Metrics:
             self.times.last_success = self.times.last_run
 
     def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 
@@ -231,6 +228,8 @@ class Telemetry:
             except OSError as e:
                 log.error("metrics file %s not written: %s", self.metrics_file, e)
         if self.pushgateway is not None and self.owner is not None:
+            from prometheus_client.exposition import push_to_gateway, pushadd_to_gateway
+
             # PUT after a success replaces the group (Services gone since are dropped);
             # POST after a failure keeps the last success pushed before.
             push = push_to_gateway if success else pushadd_to_gateway
@@ -267,6 +266,8 @@ def write_atomically(path: str, data: bytes) -> None:
 def _previous_success(path: str) -> float | None:
     """The last success a previous run wrote to the metrics file: a CronJob's failed run
     keeps it, so "no success for an hour" alerts on time, not on the first failure."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = Path(path).read_text()
         for family in text_string_to_metric_families(text):
