@@ -41,8 +41,10 @@ test: $(STAMP)
 test-fast: lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
 
-# make bench BENCH_ARGS=--real: the same runs against a real kube-apiserver too ($$KUBEBUILDER_ASSETS).
+# make bench BENCH_ARGS=--real: the same runs against a real kube-apiserver too ($$KUBEBUILDER_ASSETS);
+# BENCH_ARGS=--sizes=100,1000: a quick run. matplotlib (the plot) is a bench-only extra.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:

@@ -1,172 +1,140 @@
-"""`make bench`: where a sync run spends its time at scale, as ratios measured in one run.
+"""`make bench`: the syncer at N Services x M addresses, beside its peers, in one run.
 
-1,000 Services x 20 addresses (198.18.0.0/15, the benchmarking range) from a static
-inventory, against the Kubernetes API test server in its own process on 127.0.0.1.
-
-Reports:
-- whole-process wall times of `validate` (start-up + inventory), the first run (creates
-  everything), a no-op run and a one-address change, each as a ratio of `validate`;
-- the phases of a no-op run measured in-process (load, discover, render, read the
-  cluster, plan), each as a share of that run;
-- the requests each run made.
+For each N (`--sizes`, default 100,1000,5000; M = `--addresses`, default 20) against a fresh
+Kubernetes API test server in its own process (tests/kubeapi, on 127.0.0.1): the first,
+no-op and 10 % churn syncs (wall time, peak RSS, the server's requests by verb), the read
+floor (`kubectl get` of the same objects) and `kubectl apply -f` of the rendered objects;
+for N <= `--peer-max`, the same again with 5 ms injected per request. Medians of
+`--repeat` runs (the first sync and kubectl apply: one run each). Prints a table and the
+issue's targets, writes bench/results.json and bench/results.png. `--sizes 100,1000` is a
+quick run; `--real` adds a real kube-apiserver.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import datetime
 import json
-import statistics
-import subprocess
+import os
+import platform
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import yaml
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-T = TypeVar("T")
+from bench import report, scenarios  # noqa: E402
+from bench.measure import Run, Server, median, run, test_server  # noqa: E402
 
-
-def inventory(services: int, addresses: int) -> dict[str, object]:
-    base = int(ipaddress.IPv4Address("198.18.0.0"))
-    out = []
-    for s in range(services):
-        eps = [{"address": str(ipaddress.IPv4Address(base + s * addresses + a))}
-               for a in range(addresses)]
-        out.append({"name": f"svc-{s:05d}", "ports": [{"name": "http", "port": 80}],
-                    "endpoints": eps})
-    return {"services": out}
-
-
-def timed(fn: Callable[[], T]) -> tuple[float, T]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def cli(*args: str) -> float:
-    cmd = [sys.executable, "-m", "syncer", *args]
-    seconds, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True,
-                                                 check=False))
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return seconds
+LATENCY_MS = 5.0
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--addresses", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=3, help="no-op runs to take the median of")
+    parser.add_argument("--sizes", default="100,1000,5000",
+                        help="numbers of Services, comma-separated (default: %(default)s)")
+    parser.add_argument("--addresses", type=int, default=20, help="addresses per Service")
+    parser.add_argument("--repeat", type=int, default=3, help="runs to take the median of")
+    parser.add_argument("--peer-max", type=int, default=1000,
+                        help="largest N to run kubectl apply and the 5 ms runs at "
+                             "(one request per object: slow at 5,000)")
+    parser.add_argument("--output", type=Path, default=HERE,
+                        help="where results.json and results.png go (default: bench/)")
     parser.add_argument("--real", action="store_true",
                         help="also run against a real kube-apiserver + etcd from "
-                             "$KUBEBUILDER_ASSETS, side by side")
+                             "$KUBEBUILDER_ASSETS")
     args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
 
+    results: dict[str, Any] = {"machine": machine(), "addresses": args.addresses,
+                               "repeat": args.repeat, "latency_ms": LATENCY_MS,
+                               "start-up": start_up(args.repeat), "sizes": []}
     with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        inv = inventory(args.services, args.addresses)
-        (tmp / "inventory.yaml").write_text(yaml.safe_dump(inv))
-        (tmp / "inventory.json").write_text(json.dumps(inv))
-        (tmp / "config-json.yaml").write_text(
-            "owner: bench\nnamespace: bench\nsources:\n"
-            "  - {name: inv, provider: static, path: inventory.json}\n")
-        config = tmp / "config.yaml"
-        config.write_text("owner: bench\nnamespace: bench\nsources:\n"
-                          "  - {name: inv, provider: static, path: inventory.yaml}\n")
-        kubeconfig = tmp / "kubeconfig"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tests.kubeapi", "--kubeconfig", str(kubeconfig),
-             "--namespace", "bench"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None
-            server.stdout.readline()  # "listening": the kubeconfig is written
-            figures = report(args, config, kubeconfig, tmp, "the API test server")
-        finally:
-            server.terminate()
-            server.wait(10)
+        for n in sizes:
+            print(f"N = {n} ...", file=sys.stderr, flush=True)
+            inv = scenarios.prepare(Path(tmp_dir) / str(n), n, args.addresses)
+            size: dict[str, Any] = {"services": n, "objects": inv.objects,
+                                    "changed": inv.changed}
+            with test_server(inv.tmp, scenarios.NAMESPACE) as server:
+                runs = measure(inv, server, args.repeat, apply=n <= args.peer_max)
+            size["runs"] = as_json(runs)
+            if n <= args.peer_max:
+                with test_server(inv.tmp, scenarios.NAMESPACE, LATENCY_MS) as server:
+                    size["latency_runs"] = as_json(measure(inv, server, args.repeat,
+                                                           apply=True))
+            results["sizes"].append(size)
         if args.real:
-            real = report_real(args, tmp)
-            print("\nreal kube-apiserver / API test server, same run shape")
-            for label, seconds in real.items():
-                print(f"  {label:34} {seconds / figures[label]:6.2f}x")
-        return 0
+            results["real"] = real(Path(tmp_dir) / "real", sizes, args)
+
+    print("\n".join(report.table(results)))
+    print(f"\nstart-up: {results['start-up']}")
+    print("\ntargets (issue #9):")
+    for met, text in report.targets(results):
+        print(f"  [{'met' if met else 'NOT MET'}] {text}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    from bench import plot  # matplotlib: only once there is something to draw
+
+    plot.draw(results, args.output / "results.png")
+    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'results.png'}")
+    return 0
 
 
-def report_real(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    """The same runs against genuine etcd-backed storage (tests/realapi.py starts it)."""
+def measure(inv: scenarios.Inventories, server: Server, repeat: int, *, apply: bool,
+            server_side: bool = False) -> dict[str, Run]:
+    return {**scenarios.syncer_runs(inv, server, repeat),
+            **scenarios.peer_runs(inv, server, repeat, apply=apply, server_side=server_side)}
+
+
+def as_json(runs: dict[str, Run]) -> dict[str, Any]:
+    return {label: r.as_json() for label, r in runs.items()}
+
+
+def start_up(repeat: int) -> dict[str, float]:
+    script = Path(sys.executable).with_name("endpoints-sync")
+    cli = [str(script)] if script.exists() else scenarios.SYNCER
+    ceph = ["validate", "-c", str(ROOT / "examples/ceph-rgw/config.yaml")]
+    return {"--help": median(lambda: run([*cli, "--help"]), repeat).seconds,
+            "validate ceph-rgw": median(lambda: run([*cli, *ceph]), repeat).seconds}
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date": datetime.date.today().isoformat()}
+
+
+def real(tmp: Path, sizes: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The same runs against genuine etcd-backed storage (tests/realapi.py starts it);
+    no request counters there, and kubectl apply is server-side, as the issue's peer."""
     from tests.realapi import RealApiServer
 
-    inv = inventory(args.services, args.addresses)
-    (tmp / "inventory.yaml").write_text(yaml.safe_dump(inv))  # the first run creates all
-    with RealApiServer() as api:
-        api.json("POST", "/api/v1/namespaces",
-                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})
-        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig-real", namespace="bench")
-        return report(args, tmp / "config.yaml", kubeconfig, tmp, "a real kube-apiserver")
-
-
-def report(args: argparse.Namespace, config: Path, kubeconfig: Path, tmp: Path,
-           server: str) -> dict[str, float]:
-    run = ["run", "-c", str(config), "--kubeconfig", str(kubeconfig)]
-    validate = statistics.median(cli("validate", "-c", str(config)) for _ in range(3))
-    validate_json = statistics.median(
-        cli("validate", "-c", str(tmp / "config-json.yaml")) for _ in range(3))
-    first = cli(*run)
-    noop = statistics.median(cli(*run) for _ in range(args.repeat))
-    data = yaml.safe_load((tmp / "inventory.yaml").read_text())
-    data["services"][0]["endpoints"].pop()
-    (tmp / "inventory.yaml").write_text(yaml.safe_dump(data))
-    change = cli(*run)
-
-    phases = in_process_phases(config, kubeconfig)
-    total = sum(phases.values())
-
-    n, a = args.services, args.addresses
-    print(f"endpoints-sync bench against {server}: {n} services x {a} addresses = "
-          f"{n * a} endpoints, {n * 3} objects\n")
-    figures = {"validate (start-up + inventory)": validate,
-               "validate, the inventory as JSON": validate_json,
-               "first run (creates everything)": first,
-               "no-op run": noop, "one address removed": change}
-    print("whole process (wall, median)        seconds   x validate")
-    for label, seconds in figures.items():
-        print(f"  {label:34} {seconds:7.2f}   {seconds / validate:6.1f}x")
-    print(f"\nno-op run in-process, by phase (total {total:.2f} s)")
-    for label, seconds in phases.items():
-        print(f"  {label:34} {seconds:7.2f}   {seconds / total:6.1%}")
-    print()
-    return figures
-
-
-def in_process_phases(config: Path, kubeconfig: Path) -> dict[str, float]:
-    t0 = time.perf_counter()
-    from syncer.kube import connect
-    from syncer.ownership import JSON
-    from syncer.plan import PlanSettings, make_plan
-    from syncer.render import render_all
-    from syncer.run import discover, load, read_cluster, render_settings
-
-    t_import = time.perf_counter() - t0
-    t_load, loaded = timed(lambda: load(str(config)))
-    t_discover, desired = timed(lambda: discover(loaded))
-    t_render, rendered = timed(lambda: render_all(desired.specs,
-                                                  render_settings(loaded.config)))
-    kube = connect(str(kubeconfig))
-    t_read, current = timed(lambda: read_cluster(kube, loaded.config, rendered))
-    current_list: list[JSON] = current
-    t_plan, plan = timed(lambda: make_plan(rendered, current_list,
-                                           PlanSettings(owner=loaded.config.owner)))
-    assert plan.empty, "the no-op run planned changes"
-    return {"import the CLI and the client": t_import, "load the config": t_load,
-            "discover (read the inventory)": t_discover, "render desired objects": t_render,
-            "read the cluster (LIST x3)": t_read, "plan (diff)": t_plan}
+    out = []
+    for n in sizes:
+        inv = scenarios.prepare(tmp / str(n), n, args.addresses)
+        with RealApiServer() as api:
+            api.json("POST", "/api/v1/namespaces",
+                     {"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": scenarios.NAMESPACE}})
+            kubeconfig = api.write_kubeconfig(inv.tmp / "kubeconfig-real",
+                                              namespace=scenarios.NAMESPACE)
+            runs = measure(inv, Server(kubeconfig, None), args.repeat,
+                           apply=n <= args.peer_max, server_side=True)
+        out.append({"services": n, "objects": inv.objects, "runs": as_json(runs)})
+        for label, r in runs.items():
+            print(f"real kube-apiserver N={n}: {label:28} {r.seconds:8.2f} s "
+                  f"{r.rss_mb:6.0f} MB")
+    return out
 
 
 if __name__ == "__main__":

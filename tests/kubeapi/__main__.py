@@ -1,6 +1,9 @@
 """Run the Kubernetes API test server in the foreground (used by `make demo`).
 
     python -m tests.kubeapi [--port N] [--kubeconfig PATH] [--namespace NS ...] [--pid-file P]
+                            [--latency-ms MS]
+
+GET /debug/requests answers the requests so far by verb (bench/bench.py reads it).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", action="append", dest="namespaces", metavar="NS",
                         help="a namespace to create (repeatable; default: default)")
     parser.add_argument("--pid-file", type=Path, help="write this process's id here")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay every request by this much (a remote cluster's round trip)")
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
@@ -28,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopping.set())
 
     server = KubeApiServer(args.namespaces or ["default"]).start(port=args.port)
+    if args.latency_ms > 0:  # a delay-only fault that never runs out
+        server.inject_fault("*", "", delay=args.latency_ms / 1000, times=sys.maxsize)
     try:
         if args.kubeconfig:
             server.write_kubeconfig(args.kubeconfig)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubeapi import errors, rbac
-from tests.kubeapi.api import Api, Request, Response
+from tests.kubeapi.api import Api, Request, Response, parse_route
 from tests.kubeapi.faults import FaultInjector
 from tests.kubeapi.resources import by_kind
 from tests.kubeapi.store import Store
@@ -30,6 +31,9 @@ from tests.loopback_http import HOST, LoopbackHTTPServer
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DROPPED = 0  # the status recorded for a request whose connection was dropped
 EVENTS_PATH = "/apis/events.k8s.io/"
+# GET: the requests so far by verb, as JSON, for a client in another process (bench/).
+# Not a Kubernetes path; its own requests are neither recorded nor delayed.
+DEBUG_REQUESTS = "/debug/requests"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         split = urlsplit(self.path)
         body = self._read_body()  # always: keeps the keep-alive stream in step
+        if split.path == DEBUG_REQUESTS and self.command == "GET":
+            self._send(split.path, split.query, Response(200, owner.counts_by_verb()),
+                       record=False)
+            return
         fault = owner.faults.take(self.command, split.path)
         if fault is not None:
             if fault.delay > 0:
@@ -110,14 +118,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, path: str, query: str, response: Response) -> None:
+    def _send(self, path: str, query: str, response: Response, record: bool = True) -> None:
         if isinstance(response.body, str):
             payload, content_type = response.body.encode(), "text/plain; charset=utf-8"
         else:
             payload = json.dumps(response.body, separators=(",", ":")).encode()
             content_type = "application/json"
         # Record before answering, so a test that has its response sees the record.
-        self.server.owner.record(RecordedRequest(self.command, path, query, response.status))
+        if record:
+            self.server.owner.record(RecordedRequest(self.command, path, query,
+                                                     response.status))
         self.send_response(response.status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -286,6 +296,16 @@ class KubeApiServer:
             if (method is None or r.method == method.upper())
             and (pattern is None or pattern.search(r.path))
         ]
+
+    def counts_by_verb(self) -> dict[str, int]:
+        """How many requests so far per verb; a GET of a collection counts as LIST, and
+        any request for Events as EVENT (records about objects, not changes to them)."""
+        def verb(r: RecordedRequest) -> str:
+            if r.path.startswith(EVENTS_PATH):
+                return "EVENT"
+            route = parse_route(r.path) if r.method == "GET" else None
+            return "LIST" if route is not None and route.name is None else r.method
+        return dict(Counter(verb(r) for r in self.requests))
 
     def reset_requests(self) -> None:
         with self._requests_lock:
