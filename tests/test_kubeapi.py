@@ -37,6 +37,7 @@ def _as_cluster_admin(kube: KubeApiServer) -> None:
     not the syncer's role: no RBAC."""
     kube.enforce_rbac(None)
 
+
 def make_client(kubeconfig: Path, *, retries: bool | None = None) -> Any:
     """An ApiClient from the kubeconfig; retries=False turns off urllib3's own retries."""
     configuration = client.Configuration()
@@ -734,3 +735,19 @@ def test_main_serves_until_sigterm(tmp_path: Path) -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_debug_requests_counts_by_verb_and_is_not_counted_itself(kube: KubeApiServer,
+                                                                  core: Any) -> None:
+    """What `make bench` reads from the server's process: LIST apart from GET."""
+    core.list_namespaced_service("default")
+    core.create_namespaced_service("default", {"metadata": {"name": "web"},
+                                               "spec": {"ports": [{"port": 80}]}})
+    core.read_namespaced_service("web", "default")
+
+    def counts() -> dict[str, int]:
+        with urllib.request.urlopen(f"{kube.url}/debug/requests", timeout=5) as answer:
+            return dict(json.load(answer))
+
+    assert counts() == {"LIST": 1, "POST": 1, "GET": 1}
+    assert counts() == {"LIST": 1, "POST": 1, "GET": 1}  # its own requests are not recorded
