@@ -65,3 +65,9 @@ def _in_process(argv: list[str], env: dict[str, str], stdin: str | None,
 def run_sync(config: Path, kubeconfig: Path, *extra: str,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return cli("run", "-c", config, "--kubeconfig", kubeconfig, *extra, env=env)
+
+
+def exited(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """Assert the exit code (showing all output when it differs); the stderr."""
+    assert result.returncode == code, result.stdout + result.stderr
+    return result.stderr

@@ -44,3 +44,10 @@ def dual_stack_entries() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]
     big = {"name": "big", "ports": [{"port": 80}],
            "endpoints": [{"address": f"198.51.100.{i}"} for i in range(1, 251)]}
     return dual, v6, big
+
+
+def slice_endpoints(slices: list[dict[str, Any]], service: str) -> set[str]:
+    """`address:port` of every endpoint in a Service's EndpointSlices."""
+    return {f"{e['addresses'][0]}:{s['ports'][0]['port']}" for s in slices
+            if s["metadata"]["labels"].get("kubernetes.io/service-name") == service
+            for e in s["endpoints"]}

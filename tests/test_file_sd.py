@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from syncer.plugin import (
     SourceContext,
     config_error_from,
 )
-from tests.cli import cli, run_sync
+from tests.cli import cli, exited, run_sync
 from tests.kubeapi import KubeApiServer
+from tests.specs import slice_endpoints
 
 
 def provider(tmp_path: Path, **options: Any) -> FileSdProvider:
@@ -121,15 +121,7 @@ def test_file_patterns_are_checked(tmp_path: Path, files: list[str], expected: s
 
 
 def addresses(kube: KubeApiServer, service: str) -> set[str]:
-    return {f"{e['addresses'][0]}:{s['ports'][0]['port']}"
-            for s in kube.list_objects("EndpointSlice", "external")
-            if s["metadata"]["labels"].get("kubernetes.io/service-name") == service
-            for e in s["endpoints"]}
-
-
-def code(result: subprocess.CompletedProcess[str], expected: int) -> str:
-    assert result.returncode == expected, result.stdout + result.stderr
-    return result.stderr
+    return slice_endpoints(kube.list_objects("EndpointSlice", "external"), service)
 
 
 def test_cli_sync_then_a_broken_file_keeps_the_cluster(kube: KubeApiServer, kubeconfig: Path,
@@ -143,20 +135,20 @@ def test_cli_sync_then_a_broken_file_keeps_the_cluster(kube: KubeApiServer, kube
     config.write_text("owner: cluster-a\nnamespace: external\nsources:\n"
                       "  - {name: prom, provider: file_sd, files: ['sd/*.json', 'sd/*.yaml'], "
                       "service_label: job}\n")
-    code(cli("validate", "-c", config), 0)
-    code(run_sync(config, kubeconfig), 0)
+    exited(cli("validate", "-c", config), 0)
+    exited(run_sync(config, kubeconfig), 0)
     assert addresses(kube, "node") == {"192.0.2.10:9100", "192.0.2.11:9100"}
     assert addresses(kube, "web") == {"192.0.2.20:8080"}
 
     # Half-written by the system that feeds it: exit 1, nothing written.
     (sd / "web.yaml").write_text("- targets: ['192.0.2.21:8080'\n")
     kube.reset_requests()
-    err = code(run_sync(config, kubeconfig), 1)
+    err = exited(run_sync(config, kubeconfig), 1)
     assert "source 'prom': failed, its Services are left as they are" in err
     assert "web.yaml: line" in err
     assert kube.write_requests() == []
     assert addresses(kube, "web") == {"192.0.2.20:8080"}
     assert addresses(kube, "node") == {"192.0.2.10:9100", "192.0.2.11:9100"}
     # `validate` reads the files too: the broken one is named (exit 2).
-    err = code(cli("validate", "-c", config), 2)
+    err = exited(cli("validate", "-c", config), 2)
     assert "web.yaml: line" in err

@@ -9,7 +9,6 @@ import logging
 import re
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,9 +34,10 @@ from syncer.plugin import (
     TransientSourceError,
     config_error_from,
 )
-from tests.cli import run_sync
+from tests.cli import exited, run_sync
 from tests.kubeapi import KubeApiServer
 from tests.loopback_http import LoopbackHTTPServer
+from tests.specs import slice_endpoints
 
 TOKEN = "sd-bearer-7f3c9a1e-secret-value"
 
@@ -453,15 +453,7 @@ def write_config(tmp_path: Path, url: str, options: str) -> Path:
 
 
 def addresses(kube: KubeApiServer, service: str) -> set[str]:
-    return {f"{e['addresses'][0]}:{s['ports'][0]['port']}"
-            for s in kube.list_objects("EndpointSlice", "external")
-            if s["metadata"]["labels"].get("kubernetes.io/service-name") == service
-            for e in s["endpoints"]}
-
-
-def code(result: subprocess.CompletedProcess[str], expected: int) -> str:
-    assert result.returncode == expected, result.stdout + result.stderr
-    return result.stderr
+    return slice_endpoints(kube.list_objects("EndpointSlice", "external"), service)
 
 
 def test_cli_sync_then_empty_list_then_failed_fetch_keep_the_cluster(
@@ -469,7 +461,7 @@ def test_cli_sync_then_empty_list_then_failed_fetch_keep_the_cluster(
     sd.serve([{"targets": ["192.0.2.10:9100", "192.0.2.11:9100"], "labels": {"job": "node"}}])
     config = write_config(tmp_path, sd.url, f"service: node, port: 9100, "
                           f"bearer_token: {TOKEN}")
-    err = code(run_sync(config, kubeconfig), 0)
+    err = exited(run_sync(config, kubeconfig), 0)
     assert TOKEN not in err
     assert addresses(kube, "node") == {"192.0.2.10:9100", "192.0.2.11:9100"}
     svc = kube.get_object("Service", "external", "node")
@@ -478,14 +470,14 @@ def test_cli_sync_then_empty_list_then_failed_fetch_keep_the_cluster(
     # An empty list is valid: the Service is published empty, and the core's empty guard
     # keeps its addresses (allow_empty is off).
     sd.serve([])
-    err = code(run_sync(config, kubeconfig), 1)
+    err = exited(run_sync(config, kubeconfig), 1)
     assert "its source now lists no address" in err
     assert addresses(kube, "node") == {"192.0.2.10:9100", "192.0.2.11:9100"}
 
     # A failed fetch: the source fails, exit 1, nothing is written.
     sd.answers["/sd"] = Answer(500, f"down, token {TOKEN}".encode(), "text/plain")
     kube.reset_requests()
-    err = code(run_sync(config, kubeconfig), 1)
+    err = exited(run_sync(config, kubeconfig), 1)
     assert "source 'sd': failed, its Services are left as they are" in err
     assert "HTTP 500" in err and TOKEN not in err
     assert kube.write_requests() == []
