@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -178,6 +179,10 @@ class AwsDouble:
     """Replies for one region (read from the request signature), before `replies`."""
     echo_headers: bool = False
     requests: list[Request] = field(default_factory=list)
+    peak_in_flight: int = 0
+    """The most requests answered at the same time (a delayed reply keeps one in flight)."""
+    _in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: LoopbackHTTPServer | None = None
 
     @property
@@ -218,7 +223,12 @@ class AwsDouble:
                 params = parse_qs(self.rfile.read(length).decode())
                 reply = double._answer(Request(params.get("Action", [""])[0], params,
                                                dict(self.headers.items())))
+                with double._lock:
+                    double._in_flight += 1
+                    double.peak_in_flight = max(double.peak_in_flight, double._in_flight)
                 time.sleep(reply.delay)
+                with double._lock:
+                    double._in_flight -= 1
                 body = reply.body.encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/xml")
