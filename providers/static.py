@@ -21,11 +21,13 @@ from syncer.plugin import (
     DnsName,
     Namespace,
     PortNumber,
+    ProbeOptions,
     Provider,
     ProviderOptions,
     ServiceName,
     ServicePort,
     ServiceSpec,
+    TrafficDistribution,
     address_problem,
     annotations_problem,
     app_protocol_problem,
@@ -109,14 +111,19 @@ class ServiceEntry(_Strict):
     endpoints: list[EndpointEntry] = Field(default_factory=list)
     labels: _Labels = Field(default_factory=dict)
     annotations: _Annotations = Field(default_factory=dict)
+    probe: ProbeOptions | None = None
+    traffic_distribution: TrafficDistribution | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceEntry:
         if self.type == "ExternalName":
             if not self.external_name:
                 raise ValueError("type ExternalName needs 'external_name', a DNS name")
-            if self.endpoints:
-                raise ValueError("an ExternalName Service has no endpoints")
+            extra = [k for k in ("endpoints", "probe", "traffic_distribution")
+                     if getattr(self, k)]
+            if extra:
+                raise ValueError(f"an ExternalName Service has no endpoints: "
+                                 f"{extra[0]!r} does not apply")
             return self
         if self.external_name is not None:
             raise ValueError("'external_name' goes only with type ExternalName")
@@ -200,4 +207,5 @@ def _to_spec(entry: ServiceEntry, file: str, where: str) -> ServiceSpec:
     return ServiceSpec(name=entry.name, namespace=entry.namespace, ports=ports,
                        backends=backends, type=entry.type,
                        external_name=entry.external_name, labels=entry.labels,
-                       annotations=entry.annotations)
+                       annotations=entry.annotations, probe=entry.probe,
+                       traffic_distribution=entry.traffic_distribution)

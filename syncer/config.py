@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from syncer.documents import config_error_from, document_name, load_document
 from syncer.errors import ConfigError
 from syncer.names import annotations_problem, label_value_problem, labels_problem
-from syncer.options import Cidr, IpAddress, Namespace
+from syncer.options import CONFIG_DIR, Cidr, IpAddress, Namespace
+from syncer.probeoptions import ProbeOptions, TrafficDistribution
 
 T = TypeVar("T")
 
@@ -45,6 +46,12 @@ class SourceConfig(BaseModel):
     """This source's max_change_ratio, in place of the config's (0: off)."""
     remove_after_misses: int | None = Field(default=None, ge=1, le=MAX_MISSES, strict=True)
     """This source's remove_after_misses, in place of the config's."""
+    probe: ProbeOptions | None = None
+    """Probe every backend of this source's Services; one that fails is published not ready
+    (a static Service's own `probe` wins)."""
+    traffic_distribution: TrafficDistribution | None = None
+    """PreferClose: zone hints on every Service of this source whose endpoints all have a
+    zone (a static Service's own setting wins)."""
 
     @field_validator("name")
     @classmethod
@@ -168,6 +175,6 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(shown, "", "expected a mapping with at least a 'sources' list")
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={CONFIG_DIR: Path(path).parent.absolute()})
     except ValidationError as e:
         raise config_error_from(shown, e) from None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # pydantic stays out of the light modules (tests/test_startup.py)
+    from syncer.probeoptions import ProbeOptions
 
 ServiceType = Literal["ClusterIP", "Headless", "ExternalName"]
 Protocol = Literal["TCP", "UDP", "SCTP"]
@@ -43,7 +46,8 @@ class ServiceSpec:
     """The desired state of one Service and its addresses.
 
     `namespace=None` means the configuration's default namespace. `source` is filled in by
-    the core with the source name; providers leave it empty.
+    the core with the source name; providers leave it empty. `probe` and
+    `traffic_distribution` left None take the source's settings.
     """
 
     name: str
@@ -55,3 +59,5 @@ class ServiceSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     source: str = ""
+    probe: ProbeOptions | None = None
+    traffic_distribution: Literal["PreferClose"] | None = None

@@ -77,6 +77,7 @@ from syncer.options import (
     Secret,
     ServiceName,
 )
+from syncer.probeoptions import ProbeOptions, TrafficDistribution
 from syncer.secrets import redact, redact_remote_message
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "PermanentSourceError",
     "PortName",
     "PortNumber",
+    "ProbeOptions",
     "Protocol",
     "Provider",
     "ProviderOptions",
@@ -103,6 +105,7 @@ __all__ = [
     "SourceContext",
     "SourceError",
     "TlsOptions",
+    "TrafficDistribution",
     "TransientSourceError",
     "address_problem",
     "annotations_problem",
@@ -129,14 +132,14 @@ __all__ = [
     "zone_problem",
 ]
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"  # 1.1: ServiceSpec.probe, ServiceSpec.traffic_distribution
 ENTRY_POINT_GROUP = "endpoints_sync.providers"
 
 # The keys of a source that the core handles for every provider (syncer.config.SourceConfig);
 # an options model must not declare them. Kept in step with SourceConfig by a test.
 CORE_SOURCE_KEYS = frozenset({
     "name", "provider", "namespace", "allow_empty", "deny_cidrs", "allow_cidrs", "labels",
-    "annotations", "max_change_ratio", "remove_after_misses",
+    "annotations", "max_change_ratio", "remove_after_misses", "probe", "traffic_distribution",
 })
 
 

@@ -121,11 +121,13 @@ def _kept_by_provider(source: str, kept: Iterable[Kept],
 
 
 def _with_source_metadata(spec: ServiceSpec, source: SourceConfig) -> ServiceSpec:
-    """The source's configured labels and annotations go over the provider's own."""
-    if not (source.labels or source.annotations):
-        return spec
-    return dataclasses.replace(spec, labels={**spec.labels, **source.labels},
-                               annotations={**spec.annotations, **source.annotations})
+    """The source's configured labels and annotations go over the provider's own; its probe
+    and traffic_distribution apply where the provider set none."""
+    return dataclasses.replace(
+        spec, labels={**spec.labels, **source.labels},
+        annotations={**spec.annotations, **source.annotations},
+        probe=spec.probe or source.probe,
+        traffic_distribution=spec.traffic_distribution or source.traffic_distribution)
 
 
 def address_policy(config: Config, source: Source) -> AddressPolicy:
