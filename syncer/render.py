@@ -164,7 +164,10 @@ def _slices(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> list
 
 
 def _slice_endpoint(b: Backend) -> JSON:
-    out: JSON = {"addresses": [b.address], "conditions": {"ready": b.ready}}
+    # serving: false too, or a consumer that reads serving (kube-proxy, for terminating
+    # pods) would still route to it; a ready endpoint leaves serving to default to ready.
+    conditions = {"ready": True} if b.ready else {"ready": False, "serving": False}
+    out: JSON = {"addresses": [b.address], "conditions": conditions}
     if b.hostname:
         out["hostname"] = b.hostname
     if b.zone:
