@@ -7,7 +7,11 @@ floor (`kubectl get` of the same objects) and `kubectl apply -f` of the rendered
 for N <= `--peer-max`, the same again with 5 ms injected per request. Medians of
 `--repeat` runs (the first sync and kubectl apply: one run each). Prints a table and the
 issue's targets, writes bench/results.json and bench/results.png. `--sizes 100,1000` is a
-quick run; `--real` adds a real kube-apiserver.
+quick run; `--real` adds a real kube-apiserver. Then a 50 MB inventory's `validate` and
+`plan` (bench/large.py; `--no-large` leaves it out) and the Consul provider at concurrency 8
+vs 1 (bench/consul_scale.py; `--no-providers`). `--watch` adds the watch figures (issue 13,
+bench/watch.py: about 5 minutes); `--watch-only` measures those alone and keeps the other
+figures of results.json as they are.
 """
 
 from __future__ import annotations
@@ -46,7 +50,20 @@ def main() -> int:
     parser.add_argument("--real", action="store_true",
                         help="also run against a real kube-apiserver + etcd from "
                              "$KUBEBUILDER_ASSETS")
+    parser.add_argument("--no-large", dest="large", action="store_false",
+                        help="leave out the 50 MB inventory (bench/large.py: about 3 minutes)")
+    parser.add_argument("--no-providers", dest="providers", action="store_false",
+                        help="leave out Consul at concurrency 8 vs 1 (bench/consul.py)")
+    parser.add_argument("--watch", action="store_true",
+                        help="also measure run --watch against run --interval 10 "
+                             "(bench/watch.py, about 5 minutes)")
+    parser.add_argument("--watch-only", action="store_true",
+                        help="measure the watch figures only; keep results.json's others")
+    parser.add_argument("--watch-idle", type=float, default=60.0,
+                        help="seconds of idle measured per mode (default: %(default)s)")
     args = parser.parse_args()
+    if args.watch_only:
+        return watch_only(args)
     sizes = [int(n) for n in args.sizes.split(",")]
 
     results: dict[str, Any] = {"machine": machine(), "addresses": args.addresses,
@@ -68,18 +85,57 @@ def main() -> int:
             results["sizes"].append(size)
         if args.real:
             results["real"] = real(Path(tmp_dir) / "real", sizes, args)
+        if args.large:
+            from bench import large
+
+            print("the 50 MB inventory ...", file=sys.stderr, flush=True)
+            configs = large.prepare(Path(tmp_dir) / "large")
+            with test_server(Path(tmp_dir) / "large", scenarios.NAMESPACE) as server:
+                results["large"] = large.runs(configs, server)
+    if args.providers:
+        from bench import consul_scale
+
+        print("Consul, concurrency 8 vs 1 ...", file=sys.stderr, flush=True)
+        results["consul"] = consul_scale.measure(args.repeat)
+    if args.watch:
+        from bench import watch
+
+        results["watch"] = watch.measure(args.watch_idle)
 
     print("\n".join(report.table(results)))
     print(f"\nstart-up: {results['start-up']}")
     print("\ntargets (issue #9):")
     for met, text in report.targets(results):
         print(f"  [{'met' if met else 'NOT MET'}] {text}")
+    if "watch" in results:
+        print("\n" + "\n".join(report.watch_table(results["watch"])))
+        print("\ntargets (issue #13):")
+        for met, text in report.watch_targets(results["watch"]):
+            print(f"  [{'met' if met else 'NOT MET'}] {text}")
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     from bench import plot  # matplotlib: only once there is something to draw
 
     plot.draw(results, args.output / "results.png")
     print(f"\nwrote {args.output / 'results.json'} and {args.output / 'results.png'}")
+    return 0
+
+
+def watch_only(args: argparse.Namespace) -> int:
+    """The watch figures into the existing results.json (and its plot)."""
+    from bench import plot, watch
+
+    path = args.output / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
+        "machine": machine(), "sizes": []}
+    results["watch"] = {**watch.measure(args.watch_idle), "machine": machine()}
+    print("\n".join(report.watch_table(results["watch"])))
+    for met, text in report.watch_targets(results["watch"]):
+        print(f"  [{'met' if met else 'NOT MET'}] {text}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    plot.draw(results, args.output / "results.png")
+    print(f"\nwrote {path} and {args.output / 'results.png'}")
     return 0
 
 

@@ -4,11 +4,9 @@ Kubernetes API test server in a process of its own."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 @dataclass(frozen=True)
 class Run:
     seconds: float
-    rss_mb: float  # the child's peak resident set (wait4's ru_maxrss: this child only)
+    rss_mb: float  # the command's peak resident set (wait4's ru_maxrss, see _TIMED)
     requests: dict[str, int] = field(default_factory=dict)  # by verb; {} when not counted
 
     @property
@@ -49,24 +47,36 @@ class Server:
             return counts
 
 
+# A child's peak RSS (ru_maxrss) includes the process it was forked from until it execs,
+# and the bench grows large (it builds and renders the inventories): a small Python forks
+# the measured command instead, and reports that child's wall time and peak.
+_TIMED = """import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    report.write(f"{seconds} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run(cmd: list[str], server: Server | None = None, *, stdout: Path | None = None) -> Run:
     """Run `cmd` to its end; exit the bench if it fails (a figure of a failed run is noise)."""
     before = server.counts() if server else {}
-    with tempfile.TemporaryFile() as err, \
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as report, \
             (stdout.open("wb") if stdout else tempfile.TemporaryFile()) as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        code = subprocess.call([sys.executable, "-c", _TIMED, report.name, *cmd],
+                               stdout=out, stderr=err, cwd=ROOT)
+        if code != 0:
             err.seek(0)
-            sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            sys.exit(f"{' '.join(cmd)} failed ({code}):\n"
                      f"{err.read().decode(errors='replace')[-2000:]}")
+        seconds, max_rss_kb = report.read().split()
     after = server.counts() if server else {}
     delta = {verb: after[verb] - before.get(verb, 0) for verb in after
              if after[verb] != before.get(verb, 0)}
-    return Run(seconds, usage.ru_maxrss / 1024, delta)
+    return Run(float(seconds), int(max_rss_kb) / 1024, delta)
 
 
 def median(runs: Callable[[], Run], repeat: int) -> Run:

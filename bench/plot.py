@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,7 +19,11 @@ LINES = ("first sync", "no-op sync", "10% churn sync", "read floor (kubectl get)
 
 def draw(results: Results, path: Path) -> None:
     sizes = results["sizes"]
-    fig, (times, rss, latency) = plt.subplots(1, 3, figsize=(15, 4.6))
+    panels = 4 if "watch" in results else 3
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.6))
+    times, rss, latency = axes[:3]
+    if "watch" in results:
+        _staleness(axes[3], results["watch"])
     for label in LINES:
         points = [(s["services"], s["runs"][label]["seconds"]) for s in sizes
                   if label in s["runs"]]
@@ -52,3 +57,20 @@ def draw(results: Results, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _staleness(ax: Any, watch: Results) -> None:
+    """Issue 13: change -> EndpointSlice, median with p95 as the error bar, by mode."""
+    kinds = ("consul staleness", "file staleness")
+    width = 0.8 / len(watch["modes"])
+    for i, (mode, m) in enumerate(watch["modes"].items()):
+        xs = [j + (i - 0.5) * width for j in range(len(kinds))]
+        medians = [m[k]["median_s"] for k in kinds]
+        above = [m[k]["p95_s"] - m[k]["median_s"] for k in kinds]
+        ax.bar(xs, medians, width, yerr=[[0] * len(kinds), above], capsize=3,
+               label=f"run --{mode}")
+    ax.set_xticks(range(len(kinds)), ["Consul deregistration", "inventory file edit"])
+    ax.axhline(2, color="red", linestyle="--", linewidth=1, label="target median (2 s)")
+    ax.set(ylabel="seconds to the EndpointSlice (median, p95)",
+           title=f"staleness, {watch['changes']} changes")
+    ax.legend(fontsize=8)

@@ -12,6 +12,9 @@ catalog name no `rename` makes a valid Service name, is left out with a warning 
 must not freeze the source's other Services. Contradictory data for one Service (two Consul
 services on one name; instances on different ports without `port`) leaves that Service as it
 is (`Kept`).
+
+`run --watch`: `ConsulProvider.watch` follows the same reads as blocking queries (its
+docstring; the rules are in providers/consul_watch.py).
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ import os
 import threading
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from providers.consul_watch import Pace, blocking_params, follow
 from syncer.plugin import (
     Backend,
     ConfigError,
     ConfigPath,
     Discovery,
+    Emit,
     Kept,
     PermanentSourceError,
     PortNumber,
@@ -60,6 +65,9 @@ ANNOTATION_SERVICE = "consul.endpoints-sync.io/service"
 ANNOTATION_DATACENTER = "consul.endpoints-sync.io/datacenter"
 HEALTH_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 AddressSource = Literal["service", "node", "lan", "wan"]
+Block = tuple[int, float]
+"""A blocking query's (index, wait seconds); index 0 reads at once."""
+NO_BLOCK: Block = (0, 0.0)
 
 
 # --- options -------------------------------------------------------------------------------
@@ -148,8 +156,16 @@ class ConsulOptions(TlsOptions):
     protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="port protocol")
     address_source: AddressSource = Field(default="service", description="service | node | "
                                           "lan | wan: which address of an instance to publish")
-    zone_node_meta: str | None = Field(default=None, min_length=1, description="node meta key "
-                                       "whose value is the endpoint's zone")
+    zone_node_meta: str | None = Field(default="zone", min_length=1, description="node meta "
+                                       "key whose value is the endpoint's zone (null: none)")
+    watch_wait: float = Field(default=300.0, ge=1, le=600, strict=True, description="run "
+                              "--watch: seconds each blocking query waits for a change (1-600; "
+                              "Consul's default is 300, its maximum 600)")
+    watch_concurrency: int = Field(default=64, ge=2, le=190, strict=True, description="run "
+                                   "--watch: blocking requests held open at most (one per "
+                                   "service, plus the catalog's); with more services, one "
+                                   "watch on all checks instead (below Consul's default of 200 "
+                                   "connections per client)")
 
     @field_validator("url")
     @classmethod
@@ -399,31 +415,41 @@ class ConsulApi:
                 client.http.session.close()
             self._clients.clear()
 
-    def catalog_services(self) -> dict[str, list[str]]:
-        params = self._common_params()
+    def catalog_services(self, block: Block = NO_BLOCK) -> tuple[dict[str, list[str]], int | None]:
+        """The catalog's services and their tags, and the answer's X-Consul-Index."""
+        params = self._common_params(block)
         if self._options.catalog_filter:
             params.append(("filter", self._options.catalog_filter))
-        data = self._get("/v1/catalog/services", params)
+        data, index = self._get("/v1/catalog/services", params)
         if not isinstance(data, dict):
             raise self._unexpected("/v1/catalog/services", "a map of service names")
         return {str(k): [t for t in v if isinstance(t, str)] if isinstance(v, list) else []
-                for k, v in data.items()}
+                for k, v in data.items()}, index
 
-    def health_service(self, name: str, passing: bool) -> list[Any]:
+    def health_service(self, name: str, passing: bool,
+                       block: Block = NO_BLOCK) -> tuple[list[Any], int | None]:
         path = f"/v1/health/service/{name}"
-        params = self._common_params()
+        params = self._common_params(block)
         if passing:
             params.append(("passing", "1"))
         params.extend(("tag", tag) for tag in self._options.tags)
         if self._options.filter:
             params.append(("filter", self._options.filter))
-        data = self._get(path, params)
+        data, index = self._get(path, params)
         if not isinstance(data, list):
             raise self._unexpected(path, "a list of health entries")
-        return data
+        return data, index
 
-    def _common_params(self) -> list[tuple[str, str]]:
-        params: list[tuple[str, str]] = []
+    def health_checks(self, block: Block) -> tuple[list[Any], int | None]:
+        """Every check of the datacenter (the change detector of a large watch)."""
+        path = "/v1/health/state/any"
+        data, index = self._get(path, self._common_params(block))
+        if not isinstance(data, list):
+            raise self._unexpected(path, "a list of checks")
+        return data, index
+
+    def _common_params(self, block: Block = NO_BLOCK) -> list[tuple[str, str]]:
+        params = blocking_params(*block)
         if self._options.datacenter:
             params.append(("dc", self._options.datacenter))
         if self._options.consistency != "default":
@@ -448,7 +474,9 @@ class ConsulApi:
                 self._clients.append(client)
         return client
 
-    def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
+    def _get(self, path: str, params: list[tuple[str, str]]) -> tuple[Any, int | None]:
+        """The decoded answer and its X-Consul-Index (None when absent or not a number).
+        py-consul sets the read timeout of a blocking query to timeout + wait + wait/16."""
         from consul.callback import CB  # only ever imported with consul itself
 
         headers = {"X-Consul-Token": self._token.reveal()} if self._token else {}
@@ -462,7 +490,8 @@ class ConsulApi:
         except Exception as e:
             raise self._translate(e, path) from e
         self._note_headers(path, response_headers)
-        return data
+        index = response_headers.get("X-Consul-Index", "")
+        return data, int(index) if index.isdigit() else None
 
     def _note_headers(self, path: str, headers: Mapping[str, str]) -> None:
         log = self._log
@@ -527,19 +556,49 @@ class ConsulProvider(Provider[ConsulOptions]):
         self._local_inputs()
 
     def discover(self) -> Discovery:
-        try:
-            token = self._local_inputs()
-        except ConfigError as e:
-            # At run time a missing token or certificate is this source's trouble, like a bad
-            # token: the source fails and the other sources are still applied.
-            raise PermanentSourceError(str(e)) from None
-        api = ConsulApi(self.options, token, self.context.log)
+        api = self._api()
         try:
             names, collisions = self._selected_names(api)
             fetched = self._fetch_all(api, list(names))
         finally:
             api.close()
         return self._services(names, fetched) + Discovery(kept=collisions)
+
+    def watch(self, emit: Emit, stop: threading.Event) -> None:
+        """Follow Consul with blocking queries (providers/consul_watch.py has the rules).
+
+        Catalog mode: one watch on the catalog (which services) and one on each service's
+        health (the catalog's index does not move when only a check changes); with
+        `services`: one health watch per service. Each change emits the complete state,
+        built by discover()'s own code from the answers held. A failed request emits
+        nothing and is retried after a backoff; a permanent failure (access denied) is
+        raised, and the core calls watch() again, which re-reads the token file.
+
+        Threads: one per blocking request, each a daemon thread (a blocked request may only
+        end with its `wait`), at most `watch_concurrency` of them. When a source has more
+        services than that, their health is followed instead through one blocking query on
+        every check of the datacenter (/v1/health/state/any): a change there re-reads only
+        the services whose checks changed, `concurrency` at a time. Returns as soon as
+        `stop` is set; threads still blocked finish their request and emit nothing.
+        """
+        session = _WatchSession(self, self._api(), emit)
+        session.start()
+        try:
+            # Woken 4 times a second to see whether a thread failed for good.
+            while not stop.wait(0.25):
+                if session.failure is not None:
+                    raise session.failure
+        finally:
+            session.close()  # threads still blocked end with their request, emitting nothing
+
+    def _api(self) -> ConsulApi:
+        try:
+            token = self._local_inputs()
+        except ConfigError as e:
+            # At run time a missing token or certificate is this source's trouble, like a bad
+            # token: the source fails and the other sources are still applied.
+            raise PermanentSourceError(str(e)) from None
+        return ConsulApi(self.options, token, self.context.log)
 
     # -- inputs
 
@@ -572,8 +631,15 @@ class ConsulProvider(Provider[ConsulOptions]):
         """Consul name -> Service name, sorted by Consul name; and the Services to keep."""
         opts = self.options
         if opts.services is not None:
-            return {n: kube_name(n, opts.name_prefix, opts.rename) for n in opts.services}, ()
-        catalog = api.catalog_services()
+            return self._listed_names(), ()
+        return self._catalog_names(api.catalog_services()[0])
+
+    def _listed_names(self) -> dict[str, str]:
+        opts = self.options
+        return {n: kube_name(n, opts.name_prefix, opts.rename) for n in opts.services or ()}
+
+    def _catalog_names(self, catalog: Mapping[str, Sequence[str]],
+                       ) -> tuple[dict[str, str], tuple[Kept, ...]]:
         wanted = sorted(name for name, tags in catalog.items()
                         if name != "consul" and self._tags_match(tags))
         return self._map_names(wanted)
@@ -618,22 +684,25 @@ class ConsulProvider(Provider[ConsulOptions]):
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="consul") as pool:
             futures = [pool.submit(self._fetch, api, name) for name in names]
             try:
-                return {name: f.result() for name, f in zip(names, futures, strict=True)}
+                return {name: f.result()[0] for name, f in zip(names, futures, strict=True)}
             except BaseException:
                 # One failure fails the source: do not start the requests still queued.
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-    def _fetch(self, api: ConsulApi, name: str) -> tuple[Instance, ...]:
+    def _fetch(self, api: ConsulApi, name: str,
+               block: Block = NO_BLOCK) -> tuple[tuple[Instance, ...], int | None]:
         """A service's instances matching tags and filter: the passing ones (with
         `passing_only`), or, when none passes, all of them, which still tell the Service port
         and whether catalog mode selects the service at all. Only ready ones are published
-        with `passing_only`."""
+        with `passing_only`. `block`: the first request is a blocking query; the index is
+        that request's."""
         opts = self.options
-        found = self._usable(api.health_service(name, passing=opts.passing_only))
+        entries, index = api.health_service(name, passing=opts.passing_only, block=block)
+        found = self._usable(entries)
         if found or not opts.passing_only or (not opts.catalog_mode and opts.port):
-            return found
-        return self._usable(api.health_service(name, passing=False))
+            return found, index
+        return self._usable(api.health_service(name, passing=False)[0]), index
 
     def _usable(self, entries: list[Any]) -> tuple[Instance, ...]:
         opts = self.options
@@ -717,3 +786,191 @@ class ConsulProvider(Provider[ConsulOptions]):
         return Backend(address=address, ports={self.options.port_name: port}, ready=ready,
                        zone=inst.zone,
                        hostname=inst.node if is_dns_label(inst.node) else None, meta=meta)
+
+
+# --- watching (run --watch) ----------------------------------------------------------------
+
+CheckKey = tuple[str, str, str, str]
+"""(node, check ID, service ID, status) of one check."""
+
+
+def check_signatures(checks: Sequence[Any]) -> dict[str, frozenset[CheckKey]]:
+    """Consul service name -> its checks and those of the nodes it runs on: when that
+    changes, the service's health may have."""
+    node_checks: dict[str, set[CheckKey]] = defaultdict(set)
+    own: dict[str, set[CheckKey]] = defaultdict(set)
+    nodes_of: dict[str, set[str]] = defaultdict(set)
+    for check in checks:
+        c = _dict(check)
+        node, service = _text(c.get("Node")), _text(c.get("ServiceName"))
+        key = (node, _text(c.get("CheckID")), _text(c.get("ServiceID")), _text(c.get("Status")))
+        if service:
+            own[service].add(key)
+            nodes_of[service].add(node)
+        else:
+            node_checks[node].add(key)
+    return {service: frozenset(keys.union(*(node_checks[n] for n in nodes_of[service])))
+            for service, keys in own.items()}
+
+
+class _WatchSession:
+    """What one watch() call knows of the source, and the threads that keep it current.
+
+    Every thread has its own ConsulApi (its own connection) and its own stop event, set when
+    its service leaves the catalog or the session closes. The state changes under one lock,
+    and is emitted under it, so emits come in order and each is complete: nothing is emitted
+    before every selected service has been read once.
+    """
+
+    def __init__(self, provider: ConsulProvider, api: ConsulApi, emit: Emit) -> None:
+        self._provider, self._emit = provider, emit
+        self._options = provider.options
+        self._log = provider.context.log
+        self._pace = Pace(wait=provider.options.watch_wait)
+        self._first_api: ConsulApi | None = api
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._names: dict[str, str] | None = None
+        self._kept: tuple[Kept, ...] = ()
+        self._fetched: dict[str, tuple[Instance, ...]] = {}
+        self._health: dict[str, threading.Event] = {}
+        """Per-service mode: Consul service -> the stop event of its health watch."""
+        self._checks_stop: threading.Event | None = None
+        """Checks mode (more services than watch_concurrency): its watch's stop event."""
+        self._signatures: dict[str, frozenset[CheckKey]] = {}
+        self.failure: BaseException | None = None
+
+    # -- threads
+
+    def start(self) -> None:
+        if self._options.catalog_mode:
+            self._spawn("catalog", self._closed, self._follow_catalog)
+        else:
+            with self._lock:
+                self._set_names(self._provider._listed_names(), ())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            for stop in self._health.values():
+                stop.set()
+            if self._checks_stop is not None:
+                self._checks_stop.set()
+
+    def _spawn(self, what: str, stop: threading.Event,
+               body: Callable[[ConsulApi, threading.Event], None]) -> None:
+        api, self._first_api = self._first_api or self._provider._api(), None
+
+        def run() -> None:
+            try:
+                body(api, stop)
+            except BaseException as e:  # reported by watch(), which raises it to the core
+                if not stop.is_set():
+                    self.failure = e
+            finally:
+                api.close()
+
+        threading.Thread(target=run, name=f"consul-watch {what}", daemon=True).start()
+
+    # -- the catalog (catalog mode)
+
+    def _follow_catalog(self, api: ConsulApi, stop: threading.Event) -> None:
+        provider = self._provider
+
+        def fetch(index: int, wait: float) -> tuple[dict[str, list[str]], int | None]:
+            return api.catalog_services(block=(index, wait))
+
+        def deliver(catalog: dict[str, list[str]]) -> None:
+            names, kept = provider._catalog_names(catalog)
+            with self._lock:
+                if not stop.is_set():
+                    self._set_names(names, kept)
+
+        follow(fetch, deliver, stop, self._pace, self._log, "the Consul catalog")
+
+    def _set_names(self, names: dict[str, str], kept: tuple[Kept, ...]) -> None:
+        """The selected services changed (or were read again): watch what is new, stop
+        watching what is gone (called with the lock held)."""
+        if names == self._names and kept == self._kept:
+            return
+        self._names, self._kept = names, kept
+        self._fetched = {n: i for n, i in self._fetched.items() if n in names}
+        budget = self._options.watch_concurrency - self._options.catalog_mode
+        if len(names) <= budget:
+            if self._checks_stop is not None:
+                self._checks_stop.set()
+                self._checks_stop, self._signatures = None, {}
+            for gone in set(self._health) - set(names):
+                self._health.pop(gone).set()
+            for name in sorted(set(names) - set(self._health)):
+                self._health[name] = stop = threading.Event()
+                self._spawn(f"service {name}", stop, self._health_follower(name))
+        else:
+            for stop in self._health.values():
+                stop.set()
+            self._health.clear()
+            if self._checks_stop is None:
+                self._checks_stop = threading.Event()
+                self._spawn("checks", self._checks_stop, self._follow_checks)
+                self._log.info("watching %d Consul services through their checks "
+                               "(more than watch_concurrency %d)", len(names),
+                               self._options.watch_concurrency)
+        self._publish()
+
+    # -- one service's health (per-service mode)
+
+    def _health_follower(self, name: str) -> Callable[[ConsulApi, threading.Event], None]:
+        def body(api: ConsulApi, stop: threading.Event) -> None:
+            def fetch(index: int, wait: float) -> tuple[tuple[Instance, ...], int | None]:
+                return self._provider._fetch(api, name, block=(index, wait))
+
+            def deliver(instances: tuple[Instance, ...]) -> None:
+                with self._lock:
+                    if not stop.is_set() and self._fetched.get(name) != instances:
+                        self._fetched[name] = instances
+                        self._publish()
+
+            follow(fetch, deliver, stop, self._pace, self._log, f"Consul service {name!r}")
+        return body
+
+    # -- every check (checks mode)
+
+    def _follow_checks(self, api: ConsulApi, stop: threading.Event) -> None:
+        Round = tuple[dict[str, frozenset[CheckKey]], dict[str, tuple[Instance, ...]]]
+
+        def fetch(index: int, wait: float) -> tuple[Round, int | None]:
+            checks, returned = api.health_checks(block=(index, wait))
+            signatures = check_signatures(checks)
+            with self._lock:
+                names = list(self._names or ())
+                stale = [n for n in names if n not in self._fetched
+                         or signatures.get(n) != self._signatures.get(n)]
+            # Re-read only what changed, `concurrency` at a time, with a fresh connection set.
+            reader = self._provider._api()
+            try:
+                return (signatures, self._provider._fetch_all(reader, stale)), returned
+            finally:
+                reader.close()
+
+        def deliver(answer: Round) -> None:
+            signatures, refreshed = answer
+            with self._lock:
+                if stop.is_set():
+                    return
+                self._signatures = signatures
+                self._fetched.update((n, i) for n, i in refreshed.items()
+                                     if n in (self._names or ()))
+                if refreshed:
+                    self._publish()
+
+        follow(fetch, deliver, stop, self._pace, self._log, "the Consul checks")
+
+    # -- the state
+
+    def _publish(self) -> None:
+        """Emit the complete state, if every selected service has been read (lock held)."""
+        names = self._names
+        if names is None or self._closed.is_set() or any(n not in self._fetched for n in names):
+            return
+        fetched = {n: self._fetched[n] for n in names}
+        self._emit(self._provider._services(names, fetched) + Discovery(kept=self._kept))

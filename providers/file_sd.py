@@ -4,12 +4,15 @@ The same files Prometheus's file_sd_config reads: JSON (`.json`) or YAML (`.yml`
 each a list of target groups, named by paths whose last element may be a glob. A glob that
 matches nothing is no error (no targets). The files are written by other systems while we
 run, so a broken one is not a configuration error: it fails the source (exit 1) and the core
-leaves the cluster as it is, as Prometheus keeps its last good targets.
+leaves the cluster as it is, as Prometheus keeps its last good targets. In `run --watch` the
+files (and what the globs match) are polled each second (syncer.plugin.watch_files) and a
+change is synced; a broken file is logged naming it, and the last good state is kept.
 """
 
 from __future__ import annotations
 
 import glob
+import threading
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -21,7 +24,15 @@ from providers.prometheus_sd import (
     parse_groups,
     to_discovery,
 )
-from syncer.plugin import ConfigError, Discovery, PermanentSourceError, Provider, load_document
+from syncer.plugin import (
+    ConfigError,
+    Discovery,
+    Emit,
+    PermanentSourceError,
+    Provider,
+    load_document,
+    watch_files,
+)
 
 SUFFIXES = (".json", ".yml", ".yaml")
 _GLOB_CHARS = frozenset("*?[")
@@ -85,15 +96,24 @@ class FileSdProvider(Provider[FileSdOptions]):
 
     def discover(self) -> Discovery:
         try:
-            groups = self._groups()
+            return self._read()
         except ConfigError as e:
             # Written at run time by another system: fail this source, keep the cluster.
             raise PermanentSourceError(str(e)) from None
-        return to_discovery(groups, self.options, self.context.log)
+
+    def watch(self, emit: Emit, stop: threading.Event) -> None:
+        watch_files(self._files, self._read, emit, stop, self.context.log)
+
+    def _files(self) -> list[Path]:
+        return expand(self.options.files, self.context.config_dir)
+
+    def _read(self) -> Discovery:
+        """discover() with a broken file as a ConfigError, which watch_files logs."""
+        return to_discovery(self._groups(), self.options, self.context.log)
 
     def _groups(self) -> list[TargetGroup]:
         groups: list[TargetGroup] = []
-        for path in expand(self.options.files, self.context.config_dir):
+        for path in self._files():
             data = load_document(path)
             try:
                 groups += parse_groups(data, strict_keys=True,

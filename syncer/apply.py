@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from syncer.config import WRITE_CONCURRENCY
 from syncer.errors import KubeError
 from syncer.logs import service_fields
 from syncer.output import endpoint_addresses
 from syncer.ownership import JSON, is_owned
-from syncer.plan import Action, Change, Plan, needs_update, update_body
+from syncer.plan import Action, Change, Key, Plan, needs_update, update_body
 
 if TYPE_CHECKING:  # the client is imported only when a cluster is contacted
     from syncer.kube import Kube
@@ -42,6 +43,9 @@ class ApplyResult:
     """(namespace, name) of a Service -> the failure that stopped its writes."""
     left: int = 0
     """Writes not started because the run was asked to stop."""
+    written: dict[Key, str | None] = field(default_factory=dict)
+    """The resourceVersion each create or update left (None: deleted): watch mode tells the
+    echoes of its own writes from someone else's edits (syncer.watch)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, action: Action, change: Change | None = None) -> None:
@@ -49,6 +53,11 @@ class ApplyResult:
             setattr(self, f"{action}d", getattr(self, f"{action}d") + 1)
             if change is not None:
                 self.done.append((change, action))
+
+    def wrote(self, key: Key, obj: JSON | None) -> None:
+        version = None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
+        with self._lock:
+            self.written[key] = None if version is None else str(version)
 
     def leave(self, writes: int) -> None:
         with self._lock:
@@ -115,7 +124,7 @@ def _updates_in_safe_order(updates: list[Change],
     return ordered
 
 
-def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = 8,
+def apply_plan(plan: Plan, kube: Kube, owner: str, workers: int = WRITE_CONCURRENCY,
                stop: threading.Event | None = None) -> ApplyResult:
     """Make the plan's changes, Service by Service. Once `stop` is set (SIGTERM in loop
     mode), no new write starts: every prefix of a Service's writes is safe (make before
@@ -144,7 +153,7 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
             result.leave(len(changes) - i)
             return
         try:
-            done = _apply_one(change, kube, owner)
+            done = _apply_one(change, kube, owner, result)
         except KubeError as e:
             result.fail(str(e), change.service)  # the message names the verb and the object
             # Any later write could take away what this one was to put in place (the old
@@ -161,8 +170,9 @@ def _apply_service(changes: list[Change], kube: Kube, owner: str, result: ApplyR
                      extra={"source": change.source, **service_fields(change.service, "written")})
 
 
-def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
-    """Make one change; returns what was done in the end (None: nothing was needed)."""
+def _apply_one(change: Change, kube: Kube, owner: str, result: ApplyResult) -> Action | None:
+    """Make one change; returns what was done in the end (None: nothing was needed). What
+    each write left is recorded in `result.written`."""
     kind, namespace, name = change.key
     if change.action == "delete" or change.recreate:
         # Delete exactly what the plan saw as ours: if someone changed it since (took it over,
@@ -176,19 +186,19 @@ def _apply_one(change: Change, kube: Kube, owner: str) -> Action | None:
                                 "not deleted (the next run decides again)", 409,
                                 "Conflict") from None
             raise
+        if deleted:
+            result.wrote(change.key, None)
         if not change.recreate:
             return "delete" if deleted else None
         assert change.body is not None
-        kube.create(change.body)
+        result.wrote(change.key, kube.create(change.body))
         return "update"
     assert change.body is not None
     body = change.body
     for _ in range(CONFLICT_RETRIES):
         try:
-            if change.action == "create":
-                kube.create(body)
-            else:
-                kube.replace(body)
+            written = kube.create(body) if change.action == "create" else kube.replace(body)
+            result.wrote(change.key, written)
             return change.action
         except KubeError as e:
             if e.status == 404 and change.action == "update":

@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 # Only light modules here (stdlib and syncer modules that import no third-party library):
@@ -69,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the plan (-o text|json), write nothing")
     run.add_argument("--interval", type=_duration, metavar="DURATION",
                      help="run again every DURATION (seconds, or 90s, 5m, 1h30m) until "
-                     "stopped (SIGTERM/SIGINT)")
+                     "stopped (SIGTERM/SIGINT); with --watch, the full resync's period "
+                     f"(default {WATCH_INTERVAL:g}s)")
+    run.add_argument("--watch", action="store_true",
+                     help="keep running and sync each change as the sources and the cluster "
+                     "report it (consul, static, file_sd; the others at each --interval)")
     add_metrics_options(run)
     plan = sub.add_parser("plan", parents=[common, config, cluster, plan_output],
                           help="print what a run would change; writes nothing")
@@ -92,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
 EXIT_CHANGES = 3
 """`plan --exit-code`: the run would change something (and nothing failed)."""
+WATCH_INTERVAL = 300.0
+"""`run --watch`: seconds between full resyncs unless --interval says."""
 
 
 def _global_options(parser: argparse.ArgumentParser, *, before_command: bool) -> None:
@@ -149,9 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         _err(f"endpoints-sync: error: {problem}")
         return EXIT_CONFIG
+    if args.command == "run" and args.watch:
+        args.interval = args.interval or WATCH_INTERVAL
     try:
         if args.command in ("run", "plan"):  # validate and render need no prometheus_client
             args.telemetry = Telemetry.of(args)  # `run`'s metrics: file, Pushgateway, /metrics
+        if args.command == "run" and args.watch:
+            return _watch(args)
         if args.command == "run" and args.interval:
             return _loop(args)
         return _once(args)
@@ -179,6 +189,7 @@ def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         load,
         render_settings,
         sync,
+        warn_hints_withheld,
     )
 
     loaded = load(args.config)
@@ -193,17 +204,13 @@ def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         return EXIT_OK
     if args.command == "render":
         desired = discover(loaded)
-        rendered = render_all(desired.specs, render_settings(loaded.config))
-        _out(render_text(keep_valid(rendered, desired.skipped), args.output))
+        rendered = keep_valid(render_all(desired.specs, render_settings(loaded.config)),
+                              desired.skipped)
+        warn_hints_withheld(rendered)
+        _out(render_text(rendered, args.output))
         return EXIT_FAILED if desired.failed_sources or desired.skipped else EXIT_OK
     apply = args.command == "run" and not args.dry_run
-
-    def kube() -> Kube:
-        # Imported here: the official client takes most of a second to import, and
-        # render/validate/providers never need it.
-        from syncer.kube import connect
-        return connect(args.kubeconfig, args.context)
-
+    kube = _connector(args)
     started = time.monotonic()
     outcome = telemetry_of(args).measure(
         loaded.config, lambda: sync(loaded, kube, apply=apply, force=args.force, stop=stop))
@@ -211,9 +218,7 @@ def _once(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     if not apply:
         _out(plan_json(outcome.plan, outcome.desired, outcome.counts()) if args.output == "json"
              else plan_text(outcome.plan, outcome.desired))
-    log.info("%s duration=%.2fs", outcome.summary(), duration, extra={
-        "event": "summary" if apply else "plan_summary", "counts": outcome.counts(),
-        "duration_seconds": round(duration, 3)})
+    outcome.log_summary(duration)
     if (args.command == "plan" and args.exit_code and outcome.exit_code == EXIT_OK
             and outcome.plan.changes):
         return EXIT_CHANGES
@@ -224,8 +229,12 @@ def _conflicting_options(args: argparse.Namespace) -> str | None:
     """Combinations argparse cannot refuse by itself; exit 2 before anything is read."""
     from syncer.documents import STDIN
 
-    if args.command == "run" and args.interval and args.config == STDIN:
-        return ("-c - cannot be used with --interval: the configuration is read again before "
+    if args.command == "run" and args.watch and args.dry_run:
+        return ("--watch writes each change as it comes: it cannot be used with --dry-run "
+                "(use plan to see what a run would change)")
+    if args.command == "run" and (args.interval or args.watch) and args.config == STDIN:
+        option = "--watch" if args.watch else "--interval"
+        return (f"-c - cannot be used with {option}: the configuration is read again before "
                 "each run; give a file (a ConfigMap mounted as a file in a cluster)")
     if args.command == "run" and args.output != "text" and not args.dry_run:
         return f"-o {args.output} prints a plan: use it with --dry-run (or use plan)"
@@ -237,6 +246,23 @@ def _loop(args: argparse.Namespace) -> int:
 
     return run_loop(lambda stop: _once(args, stop), args.interval, telemetry_of(args),
                     address=args.metrics_address, port=args.metrics_port)
+
+
+def _connector(args: argparse.Namespace) -> Callable[[], Kube]:
+    """How to connect to the cluster the command line names."""
+    def kube() -> Kube:
+        # Imported here: the official client takes most of a second to import, and
+        # render/validate/providers never need it.
+        from syncer.kube import connect
+        return connect(args.kubeconfig, args.context)
+    return kube
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from syncer.watch import run_watch  # not at the top: `--help` stays light
+
+    return run_watch(args.config, _connector(args), args.interval, telemetry_of(args),
+                     force=args.force, address=args.metrics_address, port=args.metrics_port)
 
 
 def _out(text: str) -> None:

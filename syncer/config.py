@@ -15,6 +15,7 @@ from syncer.probeoptions import ProbeOptions, TrafficDistribution
 
 T = TypeVar("T")
 
+WRITE_CONCURRENCY = 8  # Services written at once: the API server's fair share of one client
 MAX_MISSES = 1000  # runs; the miss counts live in annotations, which must stay small
 
 
@@ -92,6 +93,8 @@ class Config(BaseModel):
     """Hold deletes back above this share of the objects this owner manages."""
     max_endpoints_per_slice: int = Field(default=100, ge=1, le=1000, strict=True)
     """Endpoints per EndpointSlice (1..1000)."""
+    write_concurrency: int = Field(default=WRITE_CONCURRENCY, ge=1, le=64, strict=True)
+    """Services written at once (1..64); each Service's own writes go one after another."""
     max_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
     """Hold a Service's address writes that change more than this share (None, 0: off)."""
     remove_after_misses: int = Field(default=1, ge=1, le=MAX_MISSES, strict=True)

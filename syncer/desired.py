@@ -23,12 +23,12 @@ from syncer.names import (
     address_problem,
     annotations_problem,
     app_protocol_problem,
-    canonical_ip,
     external_name_problem,
     hostname_problem,
     is_dns_name,
     labels_problem,
     namespace_problem,
+    parse_ip,
     service_name_problem,
     service_ports_problem,
     special_ip_reason,
@@ -96,8 +96,7 @@ def normalise_source(source: str, specs: Sequence[ServiceSpec], *, default_names
     Raises SourceError when a DNS name cannot be resolved: then the whole source counts as
     failed. Malformed addresses never reach the resolver: only their backend is dropped.
     """
-    names = [b.address for s in specs for b in s.backends
-             if canonical_ip(b.address) is None and is_dns_name(b.address)]
+    names = [b.address for s in specs for b in s.backends if is_dns_name(b.address)]
     resolved = resolve_names(names, resolver, source)
     out: list[ServiceSpec] = []
     skipped: set[tuple[str, str]] = set()
@@ -140,8 +139,9 @@ def _spec_problem(spec: ServiceSpec, namespace: str, scope: Sequence[str] | None
     return None
 
 
-def _backend_problem(b: Backend, known: set[str]) -> str | None:
-    problem = address_problem(b.address)
+def _backend_problem(b: Backend, known: set[str], ip: IPAddress | None) -> str | None:
+    """`ip`: the address parsed, if it is an IP address (then it is a valid one)."""
+    problem = None if ip is not None else address_problem(b.address)
     if problem:
         return problem
     if b.hostname is not None and (problem := hostname_problem(b.hostname)):
@@ -159,26 +159,32 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
     known = {p.name for p in spec.ports}
     out = []
     for b in spec.backends:
-        problem = _backend_problem(b, known)
+        ip = _strict_ip(b.address)  # parsed once: this loop runs for every backend
+        problem = _backend_problem(b, known, ip)
         if problem:
             log.warning("service %s/%s: backend %s dropped: %s", namespace,
                         spec.name, repr(b.address[:80]), problem, extra={"source": source})
             continue
-        for ip in _ips(b.address, resolved):
-            reason = policy.refused(ip)
+        for one in [ip] if ip is not None else _resolved_ips(b.address, resolved):
+            reason = policy.refused(one)
             if reason:
                 log.warning("service %s/%s: address %s dropped (%s)",
-                            namespace, spec.name, ip, reason, extra={"source": source})
+                            namespace, spec.name, one, reason, extra={"source": source})
                 continue
-            address = ip.compressed
+            address = one.compressed
             out.append(b if address == b.address else dataclasses.replace(b, address=address))
     return out
 
 
-def _ips(address: str, resolved: dict[str, list[str]]) -> list[IPAddress]:
-    ip = canonical_ip(address)
-    found = [ip] if ip is not None else resolved.get(address, [])
-    return [ipaddress.ip_address(a) for a in found]
+def _strict_ip(address: str) -> IPAddress | None:
+    try:
+        return parse_ip(address)
+    except ValueError:
+        return None
+
+
+def _resolved_ips(name: str, resolved: dict[str, list[str]]) -> list[IPAddress]:
+    return [ipaddress.ip_address(a) for a in resolved.get(name, [])]
 
 
 def merge_sources(per_source: dict[str, list[ServiceSpec]], desired: Desired) -> None:

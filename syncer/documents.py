@@ -8,9 +8,10 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -202,6 +203,7 @@ _FLOAT = re.compile(r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+
 _BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")
 _NULL = re.compile(r"~|null|Null|NULL|")
 _MERGE = "tag:yaml.org,2002:merge"
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -212,43 +214,25 @@ class _Refused(yaml.MarkedYAMLError):
 
 
 class StrictLoader(YamlLoader):
-    """The safe loader (C-accelerated where available) with YAML 1.2 core-schema scalars,
+    """libyaml's parser (the C one where available) with YAML 1.2 core-schema scalars,
     stricter still: what is not written as a decimal int, a float, true/false or null is a
-    string (no octal 0120, sexagesimal 1:20, yes/no/on/off, dates), only the core tags are
-    known, and a document is measured before it is built (duplicate keys, depth, aliases).
-    The C parser calls these Python resolvers and constructors, so it keeps its speed."""
+    string (no octal 0120, sexagesimal 1:20, yes/no/on/off, dates), and only the core tags
+    are known. The document is built straight from the parser's events (`_Builder`), never
+    as a tree of nodes first: a node and its two marks cost about ten times the built value
+    (3.4 GB for a 50 MB inventory), and composing them was most of the reading time."""
 
-    # Own, empty tables: add_* below would otherwise start from YAML 1.1's.
+    # Own, empty table: add_implicit_resolver below would otherwise start from YAML 1.1's.
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}  # noqa: RUF012
-    yaml_constructors: ClassVar[dict[Any, Any]] = {}
 
     def get_single_data(self) -> Any:
-        node = self.get_single_node()
-        if node is None:
-            return None
-        _measure(node)
-        return self.construct_document(node)
+        return _Builder(self).document()
 
-    def construct_strict_int(self, node: yaml.ScalarNode) -> int:
-        value = str(self.construct_scalar(node))
-        if len(value) > MAX_INT_DIGITS:
-            raise _Refused(f"an integer of {len(value):,} digits; at most {MAX_INT_DIGITS} "
-                           "are accepted", node.start_mark)
-        if not _INT.fullmatch(value):
-            raise _Refused(f"expected a decimal integer, got {_short(value)}", node.start_mark)
-        return int(value)
-
-    def construct_strict_float(self, node: yaml.ScalarNode) -> float:
-        value = str(self.construct_scalar(node))
-        if not (_FLOAT.fullmatch(value) or _INT.fullmatch(value)):
-            raise _Refused(f"expected a decimal number, got {_short(value)}", node.start_mark)
-        return float(value.lower().replace(".inf", "inf").replace(".nan", "nan"))
-
-    def construct_strict_bool(self, node: yaml.ScalarNode) -> bool:
-        value = str(self.construct_scalar(node))
-        if not _BOOL.fullmatch(value):
-            raise _Refused(f"expected true or false, got {_short(value)}", node.start_mark)
-        return value.lower() == "true"
+    def resolve_plain(self, value: str) -> str:
+        """The tag of a plain (unquoted) scalar without an explicit one."""
+        for tag, pattern in self.yaml_implicit_resolvers.get(value[:1], ()):
+            if pattern.match(value):
+                return tag
+        return _STR
 
 
 for _tag, _pattern, _first in (
@@ -260,17 +244,245 @@ for _tag, _pattern, _first in (
     # Anchored: the resolver uses re.match, which would accept any prefix.
     StrictLoader.add_implicit_resolver(_tag, re.compile(f"(?:{_pattern.pattern})\\Z"),
                                        list(_first))
-for _tag, _build in (
-        ("tag:yaml.org,2002:null", yaml.SafeLoader.construct_yaml_null),
-        ("tag:yaml.org,2002:bool", StrictLoader.construct_strict_bool),
-        ("tag:yaml.org,2002:int", StrictLoader.construct_strict_int),
-        ("tag:yaml.org,2002:float", StrictLoader.construct_strict_float),
-        ("tag:yaml.org,2002:str", yaml.SafeLoader.construct_yaml_str),
-        ("tag:yaml.org,2002:seq", yaml.SafeLoader.construct_yaml_seq),
-        ("tag:yaml.org,2002:map", yaml.SafeLoader.construct_yaml_map)):
-    StrictLoader.add_constructor(_tag, _build)
-# Any other tag (!!python/object, !!timestamp, !!binary, !custom) is refused.
-StrictLoader.add_constructor(None, yaml.SafeLoader.construct_undefined)  # type: ignore[type-var]
+
+
+def _strict_int(value: str, mark: Any) -> int:
+    if len(value) > MAX_INT_DIGITS:
+        raise _Refused(f"an integer of {len(value):,} digits; at most {MAX_INT_DIGITS} "
+                       "are accepted", mark)
+    if not _INT.fullmatch(value):
+        raise _Refused(f"expected a decimal integer, got {_short(value)}", mark)
+    return int(value)
+
+
+def _strict_float(value: str, mark: Any) -> float:
+    if not (_FLOAT.fullmatch(value) or _INT.fullmatch(value)):
+        raise _Refused(f"expected a decimal number, got {_short(value)}", mark)
+    return float(value.lower().replace(".inf", "inf").replace(".nan", "nan"))
+
+
+def _strict_bool(value: str, mark: Any) -> bool:
+    if not _BOOL.fullmatch(value):
+        raise _Refused(f"expected true or false, got {_short(value)}", mark)
+    return value.lower() == "true"
+
+
+# The core schema's scalar tags; any other tag (!!python/object, !!timestamp, !!binary,
+# !custom) is refused.
+_SCALARS: dict[str, Callable[[str, Any], Any]] = {
+    _STR: lambda value, mark: value,
+    "tag:yaml.org,2002:null": lambda value, mark: None,
+    "tag:yaml.org,2002:bool": _strict_bool,
+    "tag:yaml.org,2002:int": _strict_int,
+    "tag:yaml.org,2002:float": _strict_float,
+}
+_COLLECTIONS = {yaml.SequenceStartEvent: (_SEQ, "sequence"),
+                yaml.MappingStartEvent: (_MAP, "mapping")}
+_NO_KEY, _MERGE_KEY = object(), object()  # a mapping awaits a key; the key is `<<`
+
+
+@dataclass(slots=True)
+class _Built:
+    """A finished value, as its parent (or an alias of it) needs to know it."""
+
+    value: Any
+    kind: str  # "scalar", "sequence" or "mapping", as PyYAML's messages name nodes
+    mark: Any
+    height: int  # collection levels in it (a scalar: 0), aliases followed
+    expanded: int  # nodes in it, aliases expanded
+    key: tuple[str, str] | None  # a scalar's (tag, text): how duplicate keys are told
+    misfit: _Built | None = None  # a sequence's first item that is not a mapping (merging)
+
+
+@dataclass(slots=True)
+class _Open:
+    """A collection being built."""
+
+    kind: str
+    mark: Any
+    anchor: str | None
+    items: list[Any] = field(default_factory=list)  # a sequence's values, a mapping's pairs
+    merged: list[dict[Any, Any]] = field(default_factory=list)  # what `<<` merges in
+    key: Any = _NO_KEY  # a mapping's key waiting for its value
+    keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (tag, text) -> line
+    height: int = 0
+    expanded: int = 1
+    misfit: _Built | None = None
+
+
+class _Builder:
+    """One document from the parser's events, refused as soon as it is wrong: a duplicate
+    key, nesting deeper than MAX_DEPTH (aliases included: a recursive alias nests forever),
+    aliases expanding past the node budget (the "billion laughs": the built values share
+    memory, but whatever walks them later does not), a tag outside the core schema."""
+
+    def __init__(self, loader: StrictLoader) -> None:
+        self.loader = loader
+        self.anchors: dict[str, _Built | None] = {}  # None: still open (an alias is recursive)
+        self.anchor_marks: dict[str, Any] = {}
+        self.distinct = 0  # the document's own nodes
+        self.stack: list[_Open] = []
+
+    def document(self) -> Any:
+        get: Callable[[], Any] = self.loader.get_event
+        get()  # StreamStart
+        start = get()
+        if isinstance(start, yaml.StreamEndEvent):
+            return None
+        root = self.node(get())
+        if root.key is not None and root.key[0] == _MERGE:
+            _wrong_tag(_MERGE, "scalar", root.mark)
+        get()  # DocumentEnd
+        after = get()
+        if not isinstance(after, yaml.StreamEndEvent):
+            raise yaml.composer.ComposerError("expected a single document in the stream",
+                                              start.start_mark, "but found another document",
+                                              after.start_mark)
+        budget = max(MIN_NODE_BUDGET, NODE_BUDGET_FACTOR * self.distinct)
+        if root.expanded > budget:
+            raise _Refused(f"aliases expand the document to {root.expanded:,} nodes; the "
+                           f"limit is {budget:,}", root.mark)
+        return root.value
+
+    def node(self, event: Any) -> _Built:
+        """The value that starts with `event`, with everything in it."""
+        get, stack = self.loader.get_event, self.stack
+        base = len(stack)
+        while True:
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                done = self.scalar(event)
+            elif kind is yaml.AliasEvent:
+                done = self.alias(event)
+            elif kind in _COLLECTIONS:
+                self.open(event)
+                event = get()
+                continue
+            else:  # SequenceEnd, MappingEnd
+                done = self.close(stack.pop())
+            if len(stack) == base:
+                return done
+            self.add(stack[-1], done)
+            event = get()
+
+    def scalar(self, event: Any) -> _Built:
+        self.distinct += 1
+        value, tag = event.value, event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve_plain(value) if event.implicit[0] else _STR
+        build = _SCALARS.get(tag)
+        if build is None and tag != _MERGE:  # `<<` is a key only: add() refuses it elsewhere
+            _wrong_tag(tag, "scalar", event.start_mark)
+        built = _Built(build(value, event.start_mark) if build else value, "scalar",
+                       event.start_mark, 0, 1, (tag, value))
+        if event.anchor is not None:
+            self.anchor(event.anchor, event.start_mark, built)
+        return built
+
+    def alias(self, event: Any) -> _Built:
+        self.distinct += 1  # a place in its collection, as the document's own nodes count
+        name = event.anchor
+        if name not in self.anchors:
+            raise yaml.composer.ComposerError(None, None, f"found undefined alias {name!r}",
+                                              event.start_mark)
+        target = self.anchors[name]
+        if target is None or len(self.stack) + target.height > MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels (aliases included)",
+                           self.anchor_marks[name])
+        return target
+
+    def anchor(self, name: str, mark: Any, built: _Built | None) -> None:
+        if name in self.anchors:
+            raise yaml.composer.ComposerError(f"found duplicate anchor {name!r}; first "
+                                              "occurrence", self.anchor_marks[name],
+                                              "second occurrence", mark)
+        self.anchors[name] = built
+        self.anchor_marks[name] = mark
+
+    def open(self, event: Any) -> None:
+        tag, kind = _COLLECTIONS[type(event)]
+        if event.tag not in (None, "!", tag):
+            _wrong_tag(event.tag, kind, event.start_mark)
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels (aliases included)",
+                           event.start_mark)
+        self.distinct += 2 if self.stack else 1  # itself, and its place in its parent
+        if event.anchor is not None:
+            self.anchor(event.anchor, event.start_mark, None)
+        self.stack.append(_Open(kind, event.start_mark, event.anchor))
+
+    def add(self, parent: _Open, child: _Built) -> None:
+        parent.height = max(parent.height, child.height)
+        parent.expanded += child.expanded
+        if parent.kind == "mapping" and parent.key is _NO_KEY:
+            self.key(parent, child)
+            return
+        if child.key is not None and child.key[0] == _MERGE:
+            _wrong_tag(_MERGE, "scalar", child.mark)
+        if parent.kind == "sequence":
+            parent.items.append(child.value)
+            if child.kind != "mapping" and parent.misfit is None:
+                parent.misfit = child
+            return
+        key, parent.key = parent.key, _NO_KEY
+        if key is _MERGE_KEY:
+            parent.merged.extend(_merged(parent, child))
+        else:
+            parent.items.append((key, child.value))
+
+    def key(self, parent: _Open, child: _Built) -> None:
+        if child.kind != "scalar":
+            raise yaml.constructor.ConstructorError("while constructing a mapping",
+                                                    parent.mark, "found unhashable key",
+                                                    child.mark)
+        assert child.key is not None
+        first = parent.keys.get(child.key)
+        if first is not None:
+            raise _Refused(f"duplicate key {_short(child.key[1])} (first at line "
+                           f"{first + 1})", child.mark)
+        parent.keys[child.key] = child.mark.line
+        parent.key = _MERGE_KEY if child.key[0] == _MERGE else child.value
+
+    def close(self, done: _Open) -> _Built:
+        value: Any
+        if done.kind == "sequence":
+            value = done.items
+        elif done.merged:
+            value = {}
+            for mapping in done.merged:  # as PyYAML 6: the first listed wins
+                for k, v in mapping.items():
+                    value.setdefault(k, v)
+            value.update(done.items)
+        else:
+            value = dict(done.items)
+        built = _Built(value, done.kind, done.mark, done.height + 1, done.expanded, None,
+                       done.misfit)
+        if done.anchor is not None:
+            self.anchors[done.anchor] = built
+        return built
+
+
+def _merged(parent: _Open, child: _Built) -> list[dict[Any, Any]]:
+    """The mappings a `<<` key merges in, in the order listed."""
+    if child.kind == "mapping":
+        return [child.value]
+    if child.kind == "sequence" and child.misfit is None:
+        return list(child.value)
+    misfit = child.misfit or child
+    what = "a mapping" if child.kind == "sequence" else "a mapping or list of mappings"
+    raise yaml.constructor.ConstructorError("while constructing a mapping", parent.mark,
+                                            f"expected {what} for merging, but found "
+                                            f"{misfit.kind}", misfit.mark)
+
+
+def _wrong_tag(tag: str, kind: str, mark: Any) -> None:
+    if tag in _SCALARS or tag in (_SEQ, _MAP):
+        expected = ("a scalar" if tag in _SCALARS else
+                    "a sequence" if tag == _SEQ else "a mapping")
+        problem = f"expected {expected} node, but found {kind}"
+    else:
+        problem = f"could not determine a constructor for the tag {tag!r}"
+    raise yaml.constructor.ConstructorError(None, None, problem, mark)
 
 
 def _load_yaml(text: str, shown: str) -> Any:
@@ -299,65 +511,6 @@ def _load_yaml(text: str, shown: str) -> Any:
 def _char_at(text: str, line: int, column: int) -> str:
     lines = text.split("\n", line + 1)
     return lines[line][column:column + 1] if line < len(lines) else ""
-
-
-def _measure(root: yaml.Node) -> None:
-    """Refuse a composed document before it is built: a duplicate key, nesting deeper than
-    MAX_DEPTH (a recursive alias nests forever), or aliases expanding past the node budget
-    (the "billion laughs": the built objects share memory, but whatever walks them later does
-    not). Breadth-first over the collection nodes, counting the paths that reach each one, so
-    the cost is at most MAX_DEPTH passes over the real document, whatever the aliases."""
-    level: dict[int, tuple[yaml.Node, int]] = {id(root): (root, 1)}
-    seen: set[int] = set()
-    expanded = distinct = depth = 0
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            node = next(iter(level.values()))[0]
-            raise _Refused(f"nested deeper than {MAX_DEPTH} levels (aliases included)",
-                           node.start_mark)
-        below: dict[int, tuple[yaml.Node, int]] = {}
-        for key, (node, paths) in level.items():
-            if isinstance(node, yaml.MappingNode):
-                children: list[yaml.Node] = [n for pair in node.value for n in pair]
-            elif isinstance(node, yaml.SequenceNode):
-                children = node.value
-            else:  # a scalar document
-                children = []
-            if key not in seen:
-                seen.add(key)
-                distinct += 1 + len(children)
-                if isinstance(node, yaml.MappingNode):
-                    _check_keys(node)
-            expanded += paths
-            for child in children:
-                if isinstance(child, yaml.ScalarNode):
-                    expanded += paths
-                else:
-                    before = below.get(id(child))
-                    below[id(child)] = (child, paths + (before[1] if before else 0))
-        level = below
-    budget = max(MIN_NODE_BUDGET, NODE_BUDGET_FACTOR * distinct)
-    if expanded > budget:
-        raise _Refused(f"aliases expand the document to {expanded:,} nodes; the limit "
-                       f"is {budget:,}", root.start_mark)
-
-
-def _check_keys(node: yaml.MappingNode) -> None:
-    """Duplicate keys are mistakes, not "last one wins". Keys merged in with `<<` may be
-    overridden; only the mapping's own keys count."""
-    values = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-    if len(set(values)) == len(values):
-        return  # the common case, at C speed
-    first: dict[tuple[str, str], int] = {}
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            continue
-        key = (key_node.tag, key_node.value)
-        if key in first:
-            raise _Refused(f"duplicate key {_short(key_node.value)} (first at line "
-                           f"{first[key] + 1})", key_node.start_mark)
-        first[key] = key_node.start_mark.line
 
 
 # --- JSON ---------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class _Story:
     done: list[tuple[Change, Action]] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)  # why -> text, once each
     failure: str = ""
+    readiness: list[str] = field(default_factory=list)  # health probes' readiness changes
 
 
 def service_events(plan: Plan, desired: Desired, applied: ApplyResult,
@@ -94,18 +95,32 @@ def service_events(plan: Plan, desired: Desired, applied: ApplyResult,
         stories[conflict.service].failure = f"not synced: {kind} {ns}/{name} {conflict.reason}"
     for service, failure in applied.failures.items():
         stories[service].failure = failure
+    for r in plan.readiness:  # said only where the change was written
+        story = stories.get(r.service)
+        if story is not None and story.done:
+            story.readiness.append(r.text)
     return [_event(service, story, uids.get(service, ""))
             for service, story in sorted(stories.items())]
 
 
 def _event(service: tuple[str, str], story: _Story, uid: str) -> ServiceEvent:
-    parts = [p for p in (_done_note(story.done), *story.held.values()) if p]
+    parts = [p for p in (_done_note(story.done), _readiness_note(story.readiness),
+                         *story.held.values()) if p]
     reason: Reason = "Held" if story.held else "Synced"
     if story.failure:
         reason = "SyncFailed"
         parts.append(story.failure)
     # Notes are stored in the cluster for anyone who may read Events: no secrets, as in logs.
     return ServiceEvent(service[0], service[1], reason, _fit(redact("; ".join(parts))), uid)
+
+
+def _readiness_note(changes: Sequence[str]) -> str:
+    """`readiness: 192.0.2.5:80 ready -> not ready (probe: connection refused)`"""
+    if not changes:
+        return ""
+    more = len(changes) - LISTED_ADDRESSES
+    return "readiness: " + ", ".join(changes[:LISTED_ADDRESSES]) + (
+        f" (and {more} more)" if more > 0 else "")
 
 
 def _held_note(held: Held) -> str:

@@ -1,7 +1,10 @@
 """Kubernetes I/O with the official client: list what we own, get, create, replace, delete.
 
-Responses are read as raw JSON (`_preload_content=False`): building the client's model
-objects for every listed item costs far more than the rest of a no-op run.
+Requests go through the client's ApiClient (kubeconfig, auth, TLS, proxies: as the client's
+generated API methods send them) and answers are read as raw JSON: building the client's
+model objects for every listed item costs far more than the rest of a no-op run, and merely
+importing the generated API classes (CoreV1Api and the ~260 models they import) took 0.6 s of
+every run.
 
 Retries, sized for a CronJob every few minutes: every request has REQUEST_TIMEOUT seconds to
 connect and again to answer. Transient failures (429, 5xx, timeouts, dropped connections, an
@@ -27,10 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import urllib3
-from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.api_client import ApiClient
+from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from tenacity import (
@@ -66,15 +71,20 @@ EVENTS_RESOURCE = "events.events.k8s.io"  # as RBAC names it; Events are not one
 ENDPOINTS_HINT = ("; once nothing in the cluster reads v1 Endpoints, set `write: "
                   "[endpointslices]` in the config (see the README's \"API warnings\")")
 
-# kind -> (API class, method suffix, resource as RBAC names it)
-_KINDS: dict[str, tuple[type[Any], str, str]] = {
-    "Service": (k8s.CoreV1Api, "service", "services"),
-    "Endpoints": (k8s.CoreV1Api, "endpoints", "endpoints"),
-    "EndpointSlice": (k8s.DiscoveryV1Api, "endpoint_slice", "endpointslices.discovery.k8s.io"),
+# kind -> (API group path, resource as the URL names it, resource as RBAC names it)
+_KINDS: dict[str, tuple[str, str, str]] = {
+    "Service": ("/api/v1", "services", "services"),
+    "Endpoints": ("/api/v1", "endpoints", "endpoints"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices",
+                      "endpointslices.discovery.k8s.io"),
 }
-# client method verb -> RBAC verb
+_EVENTS_PATH = "/apis/events.k8s.io/v1"
+# client method verb -> HTTP method
+_HTTP_METHODS = {"list": "GET", "read": "GET", "create": "POST", "replace": "PUT",
+                 "delete": "DELETE", "watch": "GET"}
+# client method verb -> RBAC verb ("watch": a list method's watch=true, syncer/kubewatch.py)
 _RBAC_VERBS = {"list": "list", "read": "get", "create": "create", "replace": "update",
-               "delete": "delete"}
+               "delete": "delete", "watch": "watch"}
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None,
@@ -82,7 +92,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
     """As kubectl chooses: a kubeconfig when one is named (--kubeconfig, --context or
     $KUBECONFIG), else in-cluster when KUBERNETES_SERVICE_HOST is set, else ~/.kube/config."""
     timeout = timeout or request_timeout()
-    configuration = k8s.Configuration()
+    configuration = Configuration()
     # Read here, not at the client's import: the client's default is fixed when imported.
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
@@ -98,7 +108,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
                           f"cannot load the cluster configuration: {e}") from None
     # We retry ourselves, with one policy for every verb (urllib3 would retry some only).
     configuration.retries = False
-    return Kube(k8s.ApiClient(configuration), timeout=timeout, attempts=attempts)
+    return Kube(ApiClient(configuration), timeout=timeout, attempts=attempts)
 
 
 def request_timeout() -> float:
@@ -109,8 +119,7 @@ def request_timeout() -> float:
 class Kube:
     def __init__(self, api_client: Any, timeout: float = REQUEST_TIMEOUT,
                  attempts: int = ATTEMPTS) -> None:
-        self._apis = {cls: cls(api_client)
-                      for cls in {c for c, _, _ in _KINDS.values()} | {k8s.EventsV1Api}}
+        self._api_client = api_client
         self._warned: set[str] = set()  # the API server's warnings logged so far (one Kube a run)
         self._warned_lock = threading.Lock()
         self._host = str(getattr(api_client.configuration, "host", "") or "the API server")
@@ -129,9 +138,8 @@ class Kube:
         for namespace in scopes:
             token: str | None = None
             while True:
-                page = self._call(kind, "list", namespace=namespace,
-                                  label_selector=label_selector, limit=page_size,
-                                  _continue=token)
+                page = self._call(kind, "list", namespace, query={
+                    "labelSelector": label_selector, "limit": page_size, "continue": token})
                 api_version = page.get("apiVersion", "v1")
                 for item in page.get("items") or []:
                     item.setdefault("kind", kind)
@@ -144,7 +152,7 @@ class Kube:
 
     def get(self, kind: str, namespace: str, name: str) -> JSON | None:
         try:
-            obj = self._call(kind, "read", namespace=namespace, name=name)
+            obj = self._call(kind, "read", namespace, name)
         except KubeError as e:
             if e.status == 404:
                 return None
@@ -156,13 +164,12 @@ class Kube:
 
     def create(self, obj: JSON) -> JSON:
         md = obj["metadata"]
-        return self._call(obj["kind"], "create", namespace=md["namespace"], body=obj,
+        return self._call(obj["kind"], "create", md["namespace"], body=obj,
                           what_name=md.get("name"))
 
     def replace(self, obj: JSON) -> JSON:
         md = obj["metadata"]
-        return self._call(obj["kind"], "replace", namespace=md["namespace"], name=md["name"],
-                          body=obj)
+        return self._call(obj["kind"], "replace", md["namespace"], md["name"], body=obj)
 
     def delete(self, kind: str, namespace: str, name: str,
                resource_version: str | None = None) -> bool:
@@ -171,7 +178,7 @@ class Kube:
         body = ({"preconditions": {"resourceVersion": resource_version}}
                 if resource_version else None)
         try:
-            self._call(kind, "delete", namespace=namespace, name=name, body=body)
+            self._call(kind, "delete", namespace, name, body=body)
         except KubeError as e:
             if e.status == 404:
                 return False
@@ -182,13 +189,42 @@ class Kube:
         """Create an events.k8s.io/v1 Event: one attempt, no retries, since Events are
         best-effort and must not slow a run down."""
         md = event["metadata"]
-        api = self._apis[k8s.EventsV1Api]
-        kwargs = {"namespace": md["namespace"], "body": event}
+        path = _path(_EVENTS_PATH, "events", md["namespace"])
         request = _Request(f"create Event {md['namespace']}/{md['name']}", "create",
                            EVENTS_RESOURCE, md["namespace"])
         return self._with_retries(
-            lambda t: _raw(api.create_namespaced_event, kwargs, t, self._warn), request,
-            attempts=1)
+            lambda t: self._json("POST", path, {}, event, t), request, attempts=1)
+
+    # --- watch (syncer/kubewatch.py) ---------------------------------------------------
+
+    def list_version(self, kind: str, label_selector: str, namespace: str | None) -> str:
+        """The resourceVersion a LIST answers now, reading one item rather than all: where a
+        watch of everything after this moment starts."""
+        page = self._call(kind, "list", namespace, query={"labelSelector": label_selector,
+                                                           "limit": 1})
+        return str((page.get("metadata") or {}).get("resourceVersion") or "")
+
+    def open_watch(self, kind: str, label_selector: str, namespace: str | None,
+                   resource_version: str, timeout_seconds: int, read_timeout: float) -> Any:
+        """Open a watch (one attempt, no retries: the caller resumes) and return urllib3's
+        streaming response, JSON lines, for the caller to read, shutdown() and close()."""
+        group, plural, resource = _KINDS[kind]
+        where = f"in namespace {namespace}" if namespace else "(all namespaces)"
+        request = _Request(f"watch {kind} {where}", "watch", resource, namespace)
+        query = {"watch": "true", "allowWatchBookmarks": "true",
+                 "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
+                 "labelSelector": label_selector}
+        try:
+            response = _send(self._api_client, "GET", _path(group, plural, namespace), query,
+                             None, (self._timeout, read_timeout))
+        except ApiException as e:
+            if e.status:
+                self._warn(e.headers)
+            raise _api_error(e, request) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _unanswered(e, request, self._host) from None
+        self._warn(response.headers)
+        return response
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -204,23 +240,29 @@ class Kube:
             log.warning("the API server warns: %s%s", text, hint, extra={"event": "api_warning"})
 
     def _call(self, kind: str, verb: str, namespace: str | None = None,
-              what_name: str | None = None, **kwargs: Any) -> JSON:
-        api_cls, suffix, resource = _KINDS[kind]
-        api = self._apis[api_cls]
-        if namespace is None:
-            method = getattr(api, f"{verb}_{suffix}_for_all_namespaces")
-        else:
-            method = getattr(api, f"{verb}_namespaced_{suffix}")
-            kwargs["namespace"] = namespace
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        name = what_name or kwargs.get("name")
-        if name:
-            what = f"{verb} {kind} {namespace}/{name}"
+              name: str | None = None, body: JSON | None = None,
+              query: dict[str, Any] | None = None, what_name: str | None = None) -> JSON:
+        """One request about `kind` (`name` in the URL for read, replace, delete)."""
+        group, plural, resource = _KINDS[kind]
+        shown = what_name or name
+        if shown:
+            what = f"{verb} {kind} {namespace}/{shown}"
         else:
             what = f"{verb} {kind} " + (f"in namespace {namespace}" if namespace
                                         else "(all namespaces)")
+        path = _path(group, plural, namespace, name)
+        query = {k: v for k, v in (query or {}).items() if v is not None}
         request = _Request(what, _RBAC_VERBS[verb], resource, namespace)
-        return self._with_retries(lambda t: _raw(method, kwargs, t, self._warn), request)
+        return self._with_retries(
+            lambda t: self._json(_HTTP_METHODS[verb], path, query, body, t), request)
+
+    def _json(self, method: str, path: str, query: dict[str, Any], body: JSON | None,
+              timeout: float) -> JSON:
+        response = _send(self._api_client, method, path, query, body, (timeout, timeout))
+        self._warn(response.headers)
+        data = response.data
+        result: JSON = json.loads(data) if data else {}
+        return result
 
     def _with_retries(self, fn: Callable[[float], T], request: _Request,
                       attempts: int | None = None) -> T:
@@ -290,14 +332,28 @@ class _Request:
                 f"{self.resource} {where}: see {RBAC_FILE}")
 
 
-def _raw(method: Callable[..., Any], kwargs: dict[str, Any], timeout: float,
-         warn: Callable[[Any], None]) -> JSON:
-    # Not preloaded, the answer is urllib3's response: its body, and its headers for warn().
-    response = method(_preload_content=False, _request_timeout=(timeout, timeout), **kwargs)
-    warn(response.headers)
-    data = response.data
-    result: JSON = json.loads(data) if data else {}
-    return result
+def _path(group: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """`/api/v1/namespaces/NS/services/NAME`; without a namespace, across all of them."""
+    where = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+    return f"{group}{where}/{plural}" + (f"/{quote(name, safe='')}" if name else "")
+
+
+def _send(api_client: ApiClient, method: str, path: str, query: dict[str, Any],
+          body: JSON | None, timeout: tuple[float, float]) -> Any:
+    """One request as the client's generated methods send it (the kubeconfig's auth, TLS,
+    proxy), answered by urllib3's response, not yet read (a watch streams it); a non-2xx
+    answer raises the client's ApiException, as those methods do."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    method_, url, headers, body_, post = api_client.param_serialize(
+        method, path, query_params=list(query.items()), header_params=headers, body=body,
+        auth_settings=["BearerToken"])
+    answer = api_client.call_api(method_, url, headers, body_, post, _request_timeout=timeout)
+    if not 200 <= answer.status <= 299:
+        answer.read()  # type: ignore[no-untyped-call]
+        raise ApiException.from_response(http_resp=answer, body=None, data=None)
+    return answer.response
 
 
 # RFC 9111 warning-value: warn-code SP warn-agent SP quoted warn-text [SP quoted warn-date]

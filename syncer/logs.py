@@ -33,7 +33,9 @@ def service_fields(service: tuple[str, str], event: str) -> dict[str, str]:
 
 
 def _stamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+    """UTC, RFC 3339 with milliseconds: watch mode acts within a second."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{whole}.{int(record.msecs):03d}Z"
 
 
 class TextFormatter(logging.Formatter):

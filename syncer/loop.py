@@ -57,8 +57,11 @@ def _transient(e: KubeError) -> bool:
 
 
 def run_loop(once: Callable[[threading.Event], int], interval: float, telemetry: Telemetry, *,
-             address: str = "0.0.0.0", port: int | None = None) -> int:
-    """Call `once(stop)` (one run, returning its exit code) until stopped; returns 0."""
+             address: str = "0.0.0.0", port: int | None = None,
+             idle: Callable[[threading.Event, float], None] | None = None) -> int:
+    """Call `once(stop)` (one run, returning its exit code) until stopped; returns 0.
+    Between runs, `idle(stop, seconds)` (watch mode: sync the changes that come) or a wait;
+    either returns early once `stop` is set."""
     backoff = Backoff(retry_first(), interval)
     state = LoopState(interval)
     server = serve(address, port, telemetry.metrics.text, state) if port is not None else None
@@ -95,7 +98,10 @@ def run_loop(once: Callable[[threading.Event], int], interval: float, telemetry:
                          ", ".join(transient), wait)
             else:
                 log.debug("run ended with exit code %d; next in %gs", code, wait)
-            stop.wait(wait)
+            if idle is None:
+                stop.wait(wait)
+            else:
+                idle(stop, wait)
     finally:
         if server is not None:
             server.shutdown()

@@ -113,6 +113,11 @@ class Metrics:
                                    ["namespace", "service"], namespace=PREFIX, registry=r)
         self.source_failures = Counter("source_failures", "Source failures by kind",
                                        ["source", "kind"], namespace=PREFIX, registry=r)
+        self.probes = Counter("probes", "Health probes of backends by source and result "
+                              "(pass, fail)", ["source", "result"], namespace=PREFIX, registry=r)
+        self.probe_not_ready = Gauge("probe_not_ready_addresses", "Addresses each source's "
+                                     "probes published not ready (last run)", ["source"],
+                                     namespace=PREFIX, registry=r)
         self.times = _Timestamps()
         r.register(self.times)
         for result in ("success", "failure"):  # rate() needs the series before the first one
@@ -121,12 +126,8 @@ class Metrics:
             self.objects.labels(action)
 
     def observe(self, config: Config, outcome: Outcome, duration: float) -> None:
-        applied, plan, desired = outcome.applied, outcome.plan, outcome.desired
-        if applied is not None:  # a dry run writes nothing
-            done = {"created": applied.created, "updated": applied.updated,
-                    "deleted": applied.deleted, "unchanged": plan.unchanged}
-            for action, n in done.items():
-                self.objects.labels(action).inc(n)
+        plan, desired = outcome.plan, outcome.desired
+        self.count_objects(outcome)
         held = Tally[str](h.reason for h in plan.held)
         for reason in HELD_REASONS:
             self.held.labels(reason).set(held[reason])
@@ -146,7 +147,22 @@ class Metrics:
             self.addresses.labels(source).set(n)
         for source in desired.failed_sources:
             self.source_failures.labels(source, desired.failed_kinds.get(source, "permanent")).inc()
+        readiness = outcome.readiness
+        self.probe_not_ready.clear()
+        for source in {*readiness.passed, *readiness.failed}:
+            self.probes.labels(source, "pass").inc(readiness.passed[source])
+            self.probes.labels(source, "fail").inc(readiness.failed[source])
+            self.probe_not_ready.labels(source).set(readiness.held_down[source])
         self.ended(outcome.exit_code == 0, duration)
+
+    def count_objects(self, outcome: Outcome) -> None:
+        """The objects a run (or watch mode's sync of a few Services) wrote or left."""
+        applied = outcome.applied
+        if applied is not None:  # a dry run writes nothing
+            done = {"created": applied.created, "updated": applied.updated,
+                    "deleted": applied.deleted, "unchanged": outcome.plan.unchanged}
+            for action, n in done.items():
+                self.objects.labels(action).inc(n)
 
     def ended(self, success: bool, duration: float) -> None:
         self.runs.labels("success" if success else "failure").inc()

@@ -80,6 +80,8 @@ def plan_text(plan: Plan, desired: Desired | None = None) -> str:
     lines: list[str] = []
     for change in plan.changes:
         lines.extend(_describe(change))
+    for r in plan.readiness:
+        lines.append(f"~ readiness Service {'/'.join(r.service)}: {r.text}")
     for held in plan.held:
         c = held.change
         lines.append(f"= held {c.action} {c.kind} {c.name}: {held.why}")
@@ -116,6 +118,9 @@ def plan_json(plan: Plan, desired: Desired, counts: dict[str, int]) -> str:
                       for c in plan.conflicts],
         "failed_sources": dict(sorted(desired.failed_sources.items())),
         "kept_services": [f"{ns}/{name}" for ns, name in sorted(desired.skipped)],
+        "readiness": [{"service": "/".join(r.service), "source": r.source,
+                       "endpoint": r.endpoint, "ready": r.ready, "reason": r.why}
+                      for r in plan.readiness],
         "summary": counts,
     }
     return json.dumps(doc, indent=2) + "\n"

@@ -9,6 +9,7 @@ OWNER = "endpoints-sync.io/owner"
 SOURCE = "endpoints-sync.io/source"
 HOSTNAME = "endpoints-sync.io/hostname"
 MISSES = "endpoints-sync.io/misses"  # flap damping: runs each kept address was missing
+PROBE_STATE = "endpoints-sync.io/probe"  # health probes: each failing address's state
 SERVICE_NAME = "kubernetes.io/service-name"
 SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"

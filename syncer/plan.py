@@ -10,7 +10,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from syncer.ownership import (
     JSON,
@@ -26,6 +26,9 @@ from syncer.ownership import (
     source_of,
 )
 from syncer.render import RenderedService, address_entries
+
+if TYPE_CHECKING:
+    from syncer.readiness import ReadinessChange
 
 Key = tuple[str, str, str]
 Action = Literal["create", "update", "delete"]
@@ -111,6 +114,8 @@ class Plan:
     conflicts: list[Conflict] = field(default_factory=list)
     unchanged: int = 0
     owned: int = 0
+    readiness: list[ReadinessChange] = field(default_factory=list)
+    """Backends whose published readiness changes (health probes; syncer.readiness)."""
 
     def of(self, action: Action) -> list[Change]:
         return [c for c in self.changes if c.action == action]
@@ -321,11 +326,13 @@ def _view(obj: JSON) -> Any:
     if kind == "Service":
         spec = obj.get("spec") or {}
         return (spec.get("type", "ClusterIP"), spec.get("clusterIP") == "None",
-                spec.get("externalName"), _ports(spec.get("ports"), service=True))
+                spec.get("externalName"), _ports(spec.get("ports"), service=True),
+                spec.get("trafficDistribution"))
     if kind == "EndpointSlice":
         endpoints = sorted(
             (tuple(e.get("addresses") or ()), bool((e.get("conditions") or {}).get("ready", True)),
-             e.get("hostname"), e.get("zone"))
+             e.get("hostname"), e.get("zone"),
+             tuple(z.get("name") for z in (e.get("hints") or {}).get("forZones") or ()))
             for e in obj.get("endpoints") or [])
         return (obj.get("addressType"), endpoints, _ports(obj.get("ports")))
     subsets = sorted(
@@ -359,7 +366,8 @@ def update_body(current: JSON, desired: JSON) -> JSON:
     if desired["kind"] == "Service":
         # clusterIP, ipFamilies, sessionAffinity… are the server's: keep them as they are.
         spec = copy.deepcopy(current.get("spec") or {})
-        for ours in ("externalName", "ports"):  # ours: gone when the desired has none
+        # ours: gone when the desired has none
+        for ours in ("externalName", "ports", "trafficDistribution"):
             spec.pop(ours, None)
         if desired["spec"].get("type") == "ExternalName":
             for server_field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):

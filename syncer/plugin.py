@@ -1,4 +1,4 @@
-"""The provider plugin API, v1: everything a provider (built-in or third-party) may import.
+"""The provider plugin API, v1.1: everything a provider (built-in or third-party) may import.
 
 A provider is a class registered under the entry-point group `endpoints_sync.providers`. It
 declares a pydantic options model (`Options`) and answers one call, `discover()`. Providers
@@ -11,7 +11,8 @@ Lifecycle of a provider:
   matches the generic parameter and declares none of the core's source keys, `summary` is
   set and `discover` is implemented. A mistake is a TypeError at import, which the registry
   reports as a broken plugin (exit 2), never an AttributeError in the middle of a run.
-- On every run (a loop run re-reads the configuration), the registry builds one instance per
+- On every run (a loop run re-reads the configuration; `run --watch` keeps the instances
+  while the configuration stays the same), the registry builds one instance per
   configured source with the validated options and a `SourceContext`, before anything is
   contacted. `optional_imports` are checked then: a missing one is a configuration error with
   the install hint (exit 2).
@@ -24,6 +25,10 @@ Lifecycle of a provider:
   whole run before anything is written (exit 2). Any other exception is a bug of the
   provider: it is treated like a permanent source error and logged with its traceback at
   debug level.
+- `watch(emit, stop)` (optional, since 1.1) runs in `run --watch` only: once per source, in a
+  daemon thread of its own, after the first full sync. It blocks on the source's change feed
+  and calls `emit()` with the source's complete state whenever it may have changed; the core
+  syncs the Services that differ. A provider without it is synced at the interval only.
 - Log through `context.log`: its records carry the source name, which the core shows; do
   not repeat it in messages. Hold secrets as `Secret`: the core cuts their values out of
   everything it shows.
@@ -34,8 +39,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +50,7 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 from syncer.discovery import Discovery, Kept
 from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
+from syncer.filewatch import watch_files
 from syncer.grouping import group_services
 from syncer.httpoptions import TlsOptions, header_value_problem
 from syncer.model import Backend, Protocol, ServicePort, ServiceSpec
@@ -66,6 +73,7 @@ from syncer.names import (
     zone_problem,
 )
 from syncer.options import (
+    CONFIG_DIR,
     Cidr,
     ConfigPath,
     DnsName,
@@ -82,12 +90,14 @@ from syncer.secrets import redact, redact_remote_message
 
 __all__ = [
     "API_VERSION",
+    "CONFIG_DIR",
     "Backend",
     "Cidr",
     "ConfigError",
     "ConfigPath",
     "Discovery",
     "DnsName",
+    "Emit",
     "IpAddress",
     "Kept",
     "Namespace",
@@ -129,10 +139,12 @@ __all__ = [
     "redact_remote_message",
     "service_name_problem",
     "service_ports_problem",
+    "watch_files",
+    "watches",
     "zone_problem",
 ]
 
-API_VERSION = "1.1"  # 1.1: ServiceSpec.probe, ServiceSpec.traffic_distribution
+API_VERSION = "1.1"  # 1.1: ServiceSpec.probe, .traffic_distribution; Provider.watch, Emit
 ENTRY_POINT_GROUP = "endpoints_sync.providers"
 
 # The keys of a source that the core handles for every provider (syncer.config.SourceConfig);
@@ -178,6 +190,9 @@ class SourceContext:
 
 OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
 
+Emit = Callable[[Discovery | Sequence[ServiceSpec]], None]
+"""What `Provider.watch` calls with the source's complete current state."""
+
 
 class Provider(ABC, Generic[OptionsT]):
     """Base class of providers.
@@ -211,6 +226,37 @@ class Provider(ABC, Generic[OptionsT]):
     def discover(self) -> Discovery | Sequence[ServiceSpec]:
         """The Services this source wants, with their backends, and the ones to keep as
         they are (`Discovery`); a plain list of ServiceSpec is a Discovery keeping none."""
+
+    def watch(self, emit: Emit, stop: threading.Event) -> None:
+        """Optional (API 1.1): follow the source's changes for `run --watch`.
+
+        The core calls it once, in a daemon thread of its own, after the first full sync. Block
+        on the source's change feed (a blocking query, a file's modification time) and call
+        `emit(state)` each time the state may have changed, with the COMPLETE current state:
+        exactly what `discover()` would return now. The core compares it with the previous
+        state Service by Service and syncs only those that differ, so emitting an unchanged
+        state is harmless. Emitting the state at once when called is fine (and right after a
+        restart: the source may have changed meanwhile).
+
+        Return when `stop` is set, promptly where you can (wait on `stop.wait(seconds)`
+        rather than `time.sleep`; a blocking request may finish its own wait: the core does
+        not wait for the thread more than about a second at shutdown).
+
+        Raise as `discover()` does (TransientSourceError, PermanentSourceError, ConfigError
+        for a broken inventory file; anything else is a bug): the core logs it (a ConfigError
+        names the file), keeps the last state (deletes nothing) and calls `watch` again after
+        a backoff ($ENDPOINTS_SYNC_RETRY_BACKOFF seconds, default 5, doubling, at most 60 s or
+        the interval). It runs concurrently with the interval's full resync calling
+        `discover()` on the same instance: share nothing half-made between the two.
+
+        A provider that does not override it is synced at the interval only (`watches()`).
+        For sources that are files, `watch_files` is the whole implementation."""
+        raise NotImplementedError(f"{type(self).__name__} does not watch its source")
+
+
+def watches(provider: Provider[Any]) -> bool:
+    """Whether the provider's class implements `watch` (the base class's does not)."""
+    return type(provider).watch is not Provider.watch
 
 
 def contract_problem(cls: type[Provider[Any]]) -> str | None:

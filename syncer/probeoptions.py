@@ -4,11 +4,13 @@ backend answers before it is published as ready. The keys and values are a contr
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from syncer.names import port_name_problem
+from syncer.names import canonical_ip, external_name_problem, port_name_problem
 from syncer.options import ConfigPath
 
 TrafficDistribution = Literal["PreferClose"]
@@ -16,6 +18,9 @@ TrafficDistribution = Literal["PreferClose"]
 
 _HTTP_ONLY = ("path", "status", "host")
 _HTTPS_ONLY = ("verify", "ca_file", "server_name")
+# host[:port] for the Host header: a DNS name or IPv4 address, or an IPv6 one in brackets.
+_AUTHORITY = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))"
+                        r"(?::(?P<port>[0-9]{1,5}))?")
 
 
 class ProbeOptions(BaseModel):
@@ -32,7 +37,8 @@ class ProbeOptions(BaseModel):
     status: tuple[StrictInt, StrictInt] = (200, 399)
     """http/https: the accepted status range, inclusive."""
     host: str | None = None
-    """http/https: the Host header (default: the backend address)."""
+    """http/https: the Host header (default: the backend address, IPv6 in brackets, with
+    `:port` unless it is the scheme's default)."""
     verify: bool = Field(default=True, strict=True)
     """https: verify the certificate (against ca_file, else the system's CAs)."""
     ca_file: ConfigPath | None = None
@@ -63,8 +69,34 @@ class ProbeOptions(BaseModel):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not v.startswith("/") or any(c.isspace() or not c.isprintable() for c in v):
-            raise ValueError("expected an absolute path such as /healthz, without spaces")
+        if not v.startswith("/") or any(c.isspace() or not c.isprintable() or not c.isascii()
+                                        for c in v):
+            raise ValueError("expected an absolute path such as /healthz, in ASCII without "
+                             "spaces (percent-encode anything else)")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        m = _AUTHORITY.fullmatch(v) if v is not None else None
+        if v is not None and (m is None or (m["v6"] and canonical_ip(m["v6"]) is None)
+                              or (m["port"] and not 1 <= int(m["port"]) <= 65535)):
+            raise ValueError("expected a Host header value: a DNS name or IP address, "
+                             "optionally with :port (an IPv6 address in brackets)")
+        return v
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, v: str | None) -> str | None:
+        if v is not None and (problem := external_name_problem(v)):
+            raise ValueError(f"expected the DNS name the certificate carries: {problem}")
+        return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"CA file {v} not found")
         return v
 
     @field_validator("status")

@@ -43,18 +43,25 @@ class RenderedService:
     source: str
     objects: tuple[JSON, ...]
     address_count: int
+    hints_withheld: str | None = None
+    """Why a Service that sets traffic_distribution got no zone hints (the run warns);
+    None when it got them or does not ask for them."""
 
 
 def render(spec: ServiceSpec, settings: RenderSettings) -> RenderedService:
     namespace = spec.namespace or "default"
     objects = [_service(spec, namespace, settings)]
+    withheld = None
     if spec.type != "ExternalName":
+        groups = group_backends(spec)
+        withheld = hints_withheld(spec, groups, settings)
+        hinted = spec.traffic_distribution is not None and withheld is None
         if settings.write_slices:
-            objects.extend(_slices(spec, namespace, settings))
+            objects.extend(_slices(spec, groups, namespace, settings, hinted))
         if settings.write_endpoints:
-            objects.append(_endpoints(spec, namespace, settings))
+            objects.append(_endpoints(spec, groups, namespace, settings))
     count = 0 if spec.type == "ExternalName" else len(spec.backends)
-    return RenderedService(namespace, spec.name, spec.source, tuple(objects), count)
+    return RenderedService(namespace, spec.name, spec.source, tuple(objects), count, withheld)
 
 
 def render_all(specs: Iterable[ServiceSpec], settings: RenderSettings) -> list[RenderedService]:
@@ -79,6 +86,10 @@ def _service(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> JSO
         body = {"type": "ClusterIP"}
         if spec.type == "Headless":
             body["clusterIP"] = "None"
+        if spec.traffic_distribution:
+            # Written even when the hints are withheld: it is the Service's declared intent,
+            # and kube-proxy routes by the slices' hints only (none: all zones).
+            body["trafficDistribution"] = spec.traffic_distribution
     if spec.ports:
         body["ports"] = [_service_port(p) for p in spec.ports]
     return {
@@ -140,10 +151,36 @@ def slice_name(service: str, family: str, ports: PortSet, index: int) -> str:
     return service[: 253 - len(suffix)] + suffix
 
 
-def _slices(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> list[JSON]:
+def hints_withheld(spec: ServiceSpec, groups: dict[PortSet, dict[str, Backend]],
+                   settings: RenderSettings) -> str | None:
+    """Why this Service gets no zone hints although it asks for them; None if it gets them.
+
+    All or nothing: kube-proxy ignores a Service's hints unless every ready endpoint carries
+    one, and a zone whose backends are all not ready would get hints that lead nowhere."""
+    if spec.traffic_distribution is None:
+        return None
+    if not settings.write_slices:
+        return "hints live in EndpointSlices, and `write` leaves them out"
+    entries = [b for group in groups.values() for b in group.values()]
+    unzoned = list(dict.fromkeys(b.address for b in entries if not b.zone))
+    if unzoned:
+        more = f" (and {len(unzoned) - 1} more)" if len(unzoned) > 1 else ""
+        return f"backend {unzoned[0]}{more} has no zone"
+    ready_in: dict[str, bool] = defaultdict(bool)
+    for b in entries:
+        ready_in[str(b.zone)] |= b.ready
+    dark = sorted(zone for zone, ready in ready_in.items() if not ready)
+    if dark:
+        more = f" (and {len(dark) - 1} more)" if len(dark) > 1 else ""
+        return f"zone {dark[0]}{more} has no ready backend"
+    return None
+
+
+def _slices(spec: ServiceSpec, groups: dict[PortSet, dict[str, Backend]], namespace: str,
+            settings: RenderSettings, hinted: bool) -> list[JSON]:
     slices = []
     labels = {SERVICE_NAME: spec.name, SLICE_MANAGED_BY: TOOL}
-    for ports, backends in group_backends(spec).items():
+    for ports, backends in groups.items():
         by_family: dict[str, list[Backend]] = {"ipv4": [], "ipv6": []}
         for address, b in backends.items():
             by_family["ipv6" if ":" in address else "ipv4"].append(b)
@@ -157,13 +194,13 @@ def _slices(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> list
                     "metadata": _metadata(slice_name(spec.name, family, ports, index), namespace,
                                           spec, settings, labels),
                     "addressType": "IPv6" if family == "ipv6" else "IPv4",
-                    "endpoints": [_slice_endpoint(b) for b in chunk],
+                    "endpoints": [_slice_endpoint(b, hinted) for b in chunk],
                     "ports": _endpoint_ports(spec, ports),
                 })
     return slices
 
 
-def _slice_endpoint(b: Backend) -> JSON:
+def _slice_endpoint(b: Backend, hinted: bool) -> JSON:
     # serving: false too, or a consumer that reads serving (kube-proxy, for terminating
     # pods) would still route to it; a ready endpoint leaves serving to default to ready.
     conditions = {"ready": True} if b.ready else {"ready": False, "serving": False}
@@ -172,12 +209,15 @@ def _slice_endpoint(b: Backend) -> JSON:
         out["hostname"] = b.hostname
     if b.zone:
         out["zone"] = b.zone
+        if hinted:  # PreferClose: each endpoint is for its own zone, as KEP-4444 has it
+            out["hints"] = {"forZones": [{"name": b.zone}]}
     return out
 
 
-def _endpoints(spec: ServiceSpec, namespace: str, settings: RenderSettings) -> JSON:
+def _endpoints(spec: ServiceSpec, groups: dict[PortSet, dict[str, Backend]], namespace: str,
+               settings: RenderSettings) -> JSON:
     subsets = []
-    for ports, backends in group_backends(spec).items():
+    for ports, backends in groups.items():
         ready = [_endpoint_address(b) for b in backends.values() if b.ready]
         not_ready = [_endpoint_address(b) for b in backends.values() if not b.ready]
         subset: JSON = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +22,8 @@ from syncer.logs import service_fields
 from syncer.model import ServiceSpec
 from syncer.ownership import JSON, owner_selector
 from syncer.plan import Plan, PlanSettings, make_plan
+from syncer.probe import Connector, probe_specs
+from syncer.readiness import MAX_TRACKED, Readiness, decide, service_key
 from syncer.registry import Source, build_sources
 from syncer.render import RenderedService, RenderSettings, render_all
 from syncer.resolve import Resolver, SystemResolver
@@ -54,56 +56,97 @@ def check_sources(loaded: Loaded) -> None:
         source.provider.check()
 
 
+def resolver_of(config: Config) -> Resolver:
+    """The DNS resolver of a run: the system's, with the config's `hosts:` first."""
+    return SystemResolver({k: [str(ip) for ip in v] for k, v in config.hosts.items()})
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """One source's answer after the core's normalisation, or why it failed."""
+
+    source: str
+    specs: list[ServiceSpec] = field(default_factory=list)
+    held: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of Services to leave as they are (kept by the provider, or bad)."""
+    error: Exception | None = None
+
+
 def discover(loaded: Loaded, resolver: Resolver | None = None) -> Desired:
     """Ask every source, concurrently. A ConfigError (a bad inventory) stops everything; any
     other failure marks that source failed, and its Services are left alone."""
-    config = loaded.config
-    resolver = resolver or SystemResolver({k: [str(ip) for ip in v]
-                                           for k, v in config.hosts.items()})
-    desired = Desired()
+    return desired_of(discover_all(loaded, resolver))
 
-    Held = set[tuple[str, str]]
 
-    def one(source: Source) -> tuple[str, list[ServiceSpec] | Exception, Held]:
-        namespace = source.config.namespace or config.namespace
-        try:
-            found = Discovery.of(source.provider.discover())
-            held = _kept_by_provider(source.name, found.kept, namespace)
-            specs = [_with_source_metadata(s, source.config) for s in found.services
-                     if (s.namespace or namespace, s.name) not in held]
-            normal, skipped = normalise_source(
-                source.name, specs, default_namespace=namespace,
-                scope=config.namespaces, policy=address_policy(config, source),
-                resolver=resolver)
-            return source.name, normal, skipped | held
-        except ConfigError:
-            raise
-        except SourceError as e:
-            return source.name, e, set()
-        except Exception as e:  # a third-party provider's bug must not stop the others
-            log.debug("provider raised", exc_info=True, extra={"source": source.name})
-            return source.name, e, set()
-
+def discover_all(loaded: Loaded, resolver: Resolver | None = None) -> list[SourceResult]:
+    """Every source's result (`discover`), each logged."""
+    resolver = resolver or resolver_of(loaded.config)
     with ThreadPoolExecutor(max_workers=min(8, len(loaded.sources))) as pool:
-        results = list(pool.map(one, loaded.sources))
+        results = list(pool.map(lambda s: discover_source(loaded, s, resolver), loaded.sources))
+    for result in results:
+        log_result(result)
+    return results
+
+
+def discover_source(loaded: Loaded, source: Source, resolver: Resolver,
+                    found: Callable[[], Discovery | Sequence[ServiceSpec]] | None = None
+                    ) -> SourceResult:
+    """One source's `discover()` (or the state `found` returns: what its watch emitted),
+    normalised: namespaces, source labels and settings, DNS names, the address policy. A
+    ConfigError is raised; any other failure is the result's `error`."""
+    config = loaded.config
+    namespace = source.config.namespace or config.namespace
+    try:
+        answer = Discovery.of((found or source.provider.discover)())
+        held = _kept_by_provider(source.name, answer.kept, namespace)
+        specs = [_with_source_metadata(s, source.config) for s in answer.services
+                 if (s.namespace or namespace, s.name) not in held]
+        normal, skipped = normalise_source(
+            source.name, specs, default_namespace=namespace,
+            scope=config.namespaces, policy=address_policy(config, source),
+            resolver=resolver)
+        return SourceResult(source.name, normal, frozenset(skipped | held))
+    except ConfigError:
+        raise
+    except SourceError as e:
+        return SourceResult(source.name, error=e)
+    except Exception as e:  # a third-party provider's bug must not stop the others
+        log.debug("provider raised", exc_info=True, extra={"source": source.name})
+        return SourceResult(source.name, error=e)
+
+
+def failure_of(result: SourceResult) -> str:
+    """Why a source failed, as the log and the plan say it."""
+    error = result.error
+    kind = "" if isinstance(error, SourceError) else f"{type(error).__name__}: "
+    # Providers written before API v1 name their source in their messages.
+    return kind + str(error).removeprefix(f"source {result.source!r}: ")
+
+
+def log_result(result: SourceResult) -> None:
+    """The line about one source's discovery: what it found, or why it failed."""
+    if result.error is not None:
+        log.error("failed, its Services are left as they are: %s", failure_of(result),
+                  extra={"source": result.source, "event": "source_failed"})
+        return
+    addresses = sum(len(s.backends) for s in result.specs)
+    log.info("%d services, %d addresses", len(result.specs), addresses, extra={
+        "source": result.source, "event": "source_discovered",
+        "counts": {"services": len(result.specs), "addresses": addresses}})
+
+
+def desired_of(results: Iterable[SourceResult]) -> Desired:
+    """The desired state from every source's result: failed sources are frozen."""
+    desired = Desired()
     per_source: dict[str, list[ServiceSpec]] = {}
-    for name, outcome, kept in results:
-        desired.skipped.update(kept)
-        if isinstance(outcome, Exception):
-            kind = "" if isinstance(outcome, SourceError) else f"{type(outcome).__name__}: "
-            # Providers written before API v1 name their source in their messages.
-            cause = str(outcome).removeprefix(f"source {name!r}: ")
-            desired.failed_sources[name] = f"{kind}{cause}"
-            transient = isinstance(outcome, SourceError) and outcome.transient
-            desired.failed_kinds[name] = "transient" if transient else "permanent"
-            log.error("failed, its Services are left as they are: %s%s", kind, cause,
-                      extra={"source": name, "event": "source_failed"})
+    for result in results:
+        desired.skipped.update(result.held)
+        if result.error is not None:
+            desired.failed_sources[result.source] = failure_of(result)
+            transient = isinstance(result.error, SourceError) and result.error.transient
+            desired.failed_kinds[result.source] = "transient" if transient else "permanent"
         else:
-            addresses = sum(len(s.backends) for s in outcome)
-            log.info("%d services, %d addresses", len(outcome), addresses, extra={
-                "source": name, "event": "source_discovered",
-                "counts": {"services": len(outcome), "addresses": addresses}})
-            per_source[name] = outcome
+            per_source[result.source] = result.specs
     merge_sources(per_source, desired)
     return desired
 
@@ -141,12 +184,20 @@ def render_settings(config: Config) -> RenderSettings:
                           max_endpoints_per_slice=config.max_endpoints_per_slice)
 
 
-def read_cluster(kube: Kube, config: Config, rendered: list[RenderedService]) -> list[JSON]:
-    """Everything this owner manages, plus any same-named object in the way of a new one."""
+def list_owned(kube: Kube, config: Config) -> list[JSON]:
+    """Everything this owner manages."""
     selector = owner_selector(config.owner)
     current: list[JSON] = []
     for kind in KINDS:
         current.extend(kube.list(kind, selector, config.namespaces))
+    return current
+
+
+def read_cluster(kube: Kube, config: Config, rendered: list[RenderedService],
+                 listed: list[JSON] | None = None) -> list[JSON]:
+    """Everything this owner manages (`listed`, if already read), plus any same-named object
+    in the way of a new one."""
+    current = list_owned(kube, config) if listed is None else listed
     owned = {("Service", o["metadata"]["namespace"], o["metadata"]["name"])
              for o in current if o["kind"] == "Service"}
     for svc in rendered:
@@ -166,6 +217,7 @@ class Outcome:
     desired: Desired
     applied: ApplyResult | None = None
     errors: list[str] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=Readiness)
 
     @property
     def exit_code(self) -> int:
@@ -187,39 +239,102 @@ class Outcome:
             "conflicts": len(self.plan.conflicts),
             "failed_sources": len(self.desired.failed_sources),
             "failed_writes": len(a.failed) if a else 0,
+            "probe_failed": self.readiness.probe_failed,
+            "readiness_changed": len(self.readiness.changes),
         }
 
     def summary(self) -> str:
         verb = "summary" if self.applied is not None else "plan summary"
         return verb + " " + " ".join(f"{k}={v}" for k, v in self.counts().items())
 
+    def log_summary(self, duration: float) -> None:
+        """A run's last log line: the summary and how long the run took."""
+        log.info("%s duration=%.2fs", self.summary(), duration, extra={
+            "event": "summary" if self.applied is not None else "plan_summary",
+            "counts": self.counts(), "duration_seconds": round(duration, 3)})
+
 
 def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: bool = False,
-         stop: threading.Event | None = None,
-         resolver: Resolver | None = None) -> Outcome:
-    """One run. With apply=False it stops after the plan (plan, run --dry-run)."""
+         stop: threading.Event | None = None, resolver: Resolver | None = None,
+         connector: Connector | None = None, desired: Desired | None = None,
+         read_owned: Callable[[Kube], list[JSON]] | None = None) -> Outcome:
+    """One run. With apply=False it stops after the plan (plan, run --dry-run), having
+    probed all the same: the plan shows readiness changes.
+
+    Watch mode's incremental sync (syncer.watch) passes the `desired` state of a few Services
+    (instead of discovering every source) and `read_owned`, which reads only their objects
+    (instead of everything this owner manages)."""
     config = loaded.config
-    desired = discover(loaded, resolver)
-    rendered = keep_valid(render_all(desired.specs, render_settings(config)), desired.skipped)
-    kube = connect()
-    current = read_cluster(kube, config, rendered)
+    desired = discover(loaded, resolver) if desired is None else desired
+    read = read_owned or (lambda kube: list_owned(kube, config))
+    kube = connect()  # here: not before a bad inventory is refused, nor in the thread below
+    # (its import would compete with the render for the interpreter)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the LISTs wait on the API server
+        listing = pool.submit(read, kube)            # while the objects are rendered
+        rendered = keep_valid(render_all(desired.specs, render_settings(config)),
+                              desired.skipped)
+        listed = listing.result()
+    current = read_cluster(kube, config, rendered, listed)
+    # Probe outcomes set Backend.ready before the final render and damping (both read it).
+    readiness = _probed(desired, rendered, current, config.owner, connector)
+    rendered = readiness.rerendered(rendered, render_settings(config))
+    _warn_readiness(readiness)
     damped = damp(desired.specs, rendered, current, DampingSettings(
         config.owner, render_settings(config), config.misses(),
         {s.name: address_policy(config, s) for s in loaded.sources}))
     _warn_damped(damped)
+    warn_hints_withheld(damped.rendered)
     settings = PlanSettings(
         owner=config.owner, policy=config.policy, max_delete_ratio=config.max_delete_ratio,
         force=force, adopt=config.adopt, frozen_sources=frozenset(desired.failed_sources),
         allow_empty_sources=frozenset(s.name for s in config.sources if s.allow_empty),
         kept_services=frozenset(desired.skipped), max_change_ratios=config.change_ratios())
-    plan = make_plan(damped.rendered, current, settings)
+    plan = make_plan(readiness.annotated(damped.rendered, current, config.owner), current,
+                     settings)
+    plan.readiness = readiness.changes
     _warn_held(plan)
-    outcome = Outcome(plan, desired)
+    outcome = Outcome(plan, desired, readiness=readiness)
     if apply:
-        outcome.applied = apply_plan(plan, kube, config.owner, stop=stop)
+        outcome.applied = apply_plan(plan, kube, config.owner,
+                                     workers=config.write_concurrency, stop=stop)
         events.emit(kube, events.service_events(plan, desired, outcome.applied, current,
                                                 config.owner), config.owner)
     return outcome
+
+
+def _probed(desired: Desired, rendered: list[RenderedService], current: list[JSON], owner: str,
+            connector: Connector | None) -> Readiness:
+    """Probe the Services that will be written (syncer.probe), decide their readiness
+    (syncer.readiness); desired.specs gets the published readiness."""
+    written = {(r.namespace, r.name) for r in rendered}
+    specs = [s for s in desired.specs if service_key(s) in written]
+    readiness = decide(desired.specs, probe_specs(specs, connector), current, owner)
+    desired.specs = readiness.specs
+    return readiness
+
+
+def _warn_readiness(readiness: Readiness) -> None:
+    for c in readiness.changes:
+        log.log(logging.INFO if c.ready else logging.WARNING, "Service %s/%s: %s",
+                *c.service, c.text,
+                extra={"source": c.source, **service_fields(c.service, "readiness_changed")})
+    for service, why in sorted(readiness.fail_open.items()):
+        log.warning("Service %s/%s: probes fail open (min_ready_ratio): %s", *service, why,
+                    extra=service_fields(service, "probe_fail_open"))
+    for (ns, name), n in sorted(readiness.trimmed.items()):
+        log.warning("Service %s/%s: probe state of %d addresses not kept: over %d per Service",
+                    ns, name, n, MAX_TRACKED)
+
+
+def warn_hints_withheld(rendered: Iterable[RenderedService]) -> None:
+    """Once per run (render, plan, run): the Services that ask for zone hints and get none."""
+    for svc in rendered:
+        if svc.hints_withheld:
+            log.warning("Service %s/%s: no zone hints written (traffic_distribution: "
+                        "PreferClose): %s; kube-proxy uses hints only when every endpoint has "
+                        "one, so traffic goes to all zones", svc.namespace, svc.name,
+                        svc.hints_withheld, extra={"source": svc.source, **service_fields(
+                            (svc.namespace, svc.name), "hints_withheld")})
 
 
 def _warn_damped(damped: Damped) -> None:

@@ -44,6 +44,9 @@ options. What each inherited test proves:
 - `test_missing_optional_dependency_names_the_extra`: a missing `optional_imports` module is
   exit 2 with the `pip install` hint; a provider without any builds and checks with the
   built-ins' heavy libraries blocked.
+- `test_watch_emits_what_discover_returns`: a provider that implements `watch` (API 1.1)
+  emits, within `watch_first_emit_seconds`, the complete state that `discover()` returns; one
+  that does not is left to the interval's resync (`watches()` is False).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,7 +80,7 @@ from syncer.names import (
     service_ports_problem,
     zone_problem,
 )
-from syncer.plugin import Provider
+from syncer.plugin import Provider, watches
 from syncer.registry import find
 from syncer.run import load
 
@@ -143,6 +146,8 @@ class ProviderContract:
     """Options whose values must never be shown; `options` must set each."""
     bad_values: ClassVar[Mapping[str, object]] = {}
     """Option -> a value the options model must refuse (at least one)."""
+    watch_first_emit_seconds: ClassVar[float] = 10.0
+    """How long `watch` may take to emit its first state (a hang guard, not a timing)."""
     failure_error: ClassVar[type[Exception]] = SourceError
     """What `discover()` raises with `broken_options`. Only a provider whose failures are
     configuration errors by design (the static inventory belongs to the configuration:
@@ -282,6 +287,41 @@ class ProviderContract:
                 raise AssertionError(
                     f"with {', '.join(HEAVY_MODULES)} not installed, check() failed ({e}): "
                     "declare the module in `optional_imports`") from e
+
+    def test_watch_emits_what_discover_returns(self, tmp_path: Path,
+                                               options: dict[str, object]) -> None:
+        provider = self.load_provider(tmp_path, options)
+        if not watches(provider):
+            with pytest.raises(NotImplementedError):  # the core never calls it: interval only
+                provider.watch(lambda state: None, threading.Event())
+            return
+        emitted: list[Discovery] = []
+        failed: list[BaseException] = []
+        first = threading.Event()
+        stop = threading.Event()
+
+        def emit(state: Discovery | Sequence[ServiceSpec]) -> None:
+            emitted.append(Discovery.of(state))
+            first.set()
+
+        def watch() -> None:
+            try:
+                provider.watch(emit, stop)
+            except BaseException as e:
+                failed.append(e)
+                first.set()
+
+        thread = threading.Thread(target=watch, daemon=True, name="contract-watch")
+        thread.start()
+        try:
+            assert first.wait(self.watch_first_emit_seconds), (
+                f"watch() emitted nothing within {self.watch_first_emit_seconds} s")
+        finally:
+            stop.set()
+            thread.join(1.0)  # a blocking request may finish its wait: not waited for
+        assert not failed, f"watch() raised {failed[0]!r}"
+        assert emitted[0] == Discovery.of(provider.discover()), (
+            "the first state watch() emitted differs from what discover() returns")
 
     # --- helpers ---
 

@@ -1,12 +1,26 @@
 """A Consul HTTP API double: real HTTP on 127.0.0.1, answers shaped like Consul's.
 
-Serves the two reads the consul provider makes:
+Serves the reads the consul provider makes:
 
 - `GET /v1/catalog/services` -> {name: [tags]}, honouring `dc`, `filter` (catalog selectors:
   ServiceName, ServiceTags, ServiceMeta.x, NodeMeta.x, Node, Address, ...) and `stale`.
 - `GET /v1/health/service/<name>` -> [{Node, Service, Checks}], honouring `passing`, `tag`
   (repeatable, all must match), `dc`, `filter` (health selectors: Service.Meta.x,
   Service.Tags, Node.Meta.x, Node.Node, ...) and `stale`.
+- `GET /v1/health/state/any` -> every check of the datacenter (the provider's change detector
+  when it watches more services than it holds blocking requests for).
+
+Blocking queries as Consul does them
+(developer.hashicorp.com/consul/api-docs/features/blocking): every answer carries
+`X-Consul-Index`, per endpoint as Consul keeps it: catalog/services = the catalog's index
+(moves on register and deregister, not on a check change); health/service/<name> = that
+service's index (its instances, their checks, their nodes; a service that never existed or
+is gone answers the index of the last service that went away); health/state/any = the checks'
+index. `?index=N&wait=D` holds the request until that index moves past N or `wait` (a Go
+duration, default 5m, at most 10m, plus up to wait/16 of jitter) passes. `index=0` does not
+block. `restart()` resets every index to a low value and answers the held requests at once
+(a snapshot restore); `index_header` = "zero" or "absent" reproduces Consul versions that
+answered X-Consul-Index 0 or none.
 
 Filter language subset: `<sel> == "v"`, `<sel> != "v"`, `"v" in <sel>`, `"v" not in <sel>`,
 joined by `and` / `or`. An unknown selector is a 400, as in Consul.
@@ -16,16 +30,18 @@ ACLs as Consul with `default_policy = deny`: no token reads as anonymous (empty 
 
 Faults: `fail(status, body)`, `hang()` (accepts, reads the request, never answers),
 `delay` (slow answers), `known_leader = False`, `raw_entries` (malformed health entries).
-Every request is recorded without its token.
+Every request is recorded without its token, with the time it arrived.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +51,12 @@ from typing import Any, Literal
 from tests.loopback_http import LoopbackHTTPServer
 
 Status = Literal["passing", "warning", "critical"]
+IndexHeader = Literal["normal", "zero", "absent"]
 TOKEN_HEADER = "X-Consul-Token"
+DEFAULT_WAIT = 300.0  # Consul holds a blocking query without `wait` for 5 minutes ...
+MAX_WAIT = 600.0  # ... and for at most 10
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass
@@ -74,6 +95,8 @@ class RecordedRequest:
     """Every header but X-Consul-Token, so that test output never shows a token."""
     token_sent: bool
     """Whether an X-Consul-Token header came with the request."""
+    at: float = 0.0
+    """time.monotonic() when it arrived."""
 
 
 @dataclass
@@ -175,9 +198,18 @@ class ConsulDouble:
         self.raw_entries: dict[str, list[Any]] = {}
         """Service name -> entries appended as they are to its health answers (malformed
         data a real Consul would not produce, or an agent of another version might)."""
+        self.index_header: IndexHeader = "normal"
         self._index = itertools.count(10)
         self._last_index = 9
+        # Consul's per-endpoint indexes (see the module docstring).
+        self._catalog_index = 9
+        self._checks_index = 9
+        self._service_index: dict[str, int] = {}
+        self._extinct_index = 9
+        self._restores = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified on every change (and on stop and restart): blocked queries look again."""
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._port = 0
@@ -205,7 +237,21 @@ class ConsulDouble:
         if server is None:
             return
         self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
         server.stop()
+
+    def restart(self, index: int = 2) -> None:
+        """Consul comes back with every index reset to `index` or below (a snapshot restore,
+        a rebuilt cluster): held blocking queries are answered at once with the low index, as
+        Consul abandons them on a restore; the data stays as it was."""
+        with self._changed:
+            self._index = itertools.count(index + 1)
+            self._last_index = self._catalog_index = self._checks_index = index
+            self._extinct_index = min(self._extinct_index, index)
+            self._service_index = {name: min(i, index) for name, i in self._service_index.items()}
+            self._restores += 1
+            self._changed.notify_all()
 
     def __enter__(self) -> ConsulDouble:
         return self.start()
@@ -237,8 +283,12 @@ class ConsulDouble:
                     tagged=dict(tagged) if tagged is not None else default_tagged,
                     id=node_id or f"00000000-0000-4000-8000-{len(self._nodes) + 1:012d}")
         with self._lock:
+            index = self._bump()
+            self._checks_index = index  # its serfHealth check
+            if name in self._nodes:  # a changed node changes the health of its services
+                self._touch({i.service for i in self._instances.values() if i.node == name},
+                            index)
             self._nodes[name] = node
-            self._bump()
         return node
 
     def register(self, service: str, node: str, *, port: int, address: str = "",
@@ -256,27 +306,46 @@ class ConsulDouble:
         status_by_check = ({f"service:{sid}": checks} if isinstance(checks, str)
                            else dict(checks))
         with self._lock:
+            index = self._bump()
             self._instances[sid] = ServiceInstance(
                 id=sid, service=service, node=node, port=port, address=address,
                 tags=list(tags), meta=dict(meta or {}), tagged=dict(tagged or {}),
-                checks=status_by_check, kind=kind, index=self._bump())
+                checks=status_by_check, kind=kind, index=index)
+            self._catalog_index = index
+            if status_by_check:
+                self._checks_index = index
+            self._touch({service}, index)
         return sid
 
-    def deregister(self, service_id: str) -> None:
+    def deregister(self, *service_ids: str) -> None:
+        """Deregister instances; more than one at once is one catalog update (one index)."""
         with self._lock:
-            del self._instances[service_id]
-            self._bump()
+            index = self._bump()
+            gone = [self._instances.pop(sid) for sid in service_ids]
+            self._catalog_index = index
+            if any(inst.checks for inst in gone):
+                self._checks_index = index
+            names = {inst.service for inst in gone}
+            self._touch(names, index)
+            if names - {i.service for i in self._instances.values()}:
+                self._extinct_index = index  # a service went away: Consul's extinction index
 
     def set_check(self, service_id: str, status: Status, check: str | None = None) -> None:
+        """A check's status changes: the service's health index and the checks' index move,
+        the catalog's does not (as in Consul)."""
         with self._lock:
             inst = self._instances[service_id]
             inst.checks[check or f"service:{service_id}"] = status
-            self._bump()
+            index = self._bump()
+            self._checks_index = index
+            self._touch({inst.service}, index)
 
     def set_node_status(self, node: str, status: Status) -> None:
         with self._lock:
             self._nodes[node].status = status
-            self._bump()
+            index = self._bump()
+            self._checks_index = index
+            self._touch({i.service for i in self._instances.values() if i.node == node}, index)
 
     # -- faults and records
 
@@ -307,8 +376,40 @@ class ConsulDouble:
     # -- answering (called from the handler threads)
 
     def _bump(self) -> int:
+        """The next raft index (called with the lock held)."""
         self._last_index = next(self._index)
         return self._last_index
+
+    def _touch(self, services: set[str], index: int) -> None:
+        """These services' health index moves to `index`; blocked queries look again."""
+        for name in services:
+            self._service_index[name] = index
+        self._changed.notify_all()
+
+    def _endpoint_index(self, path: str) -> int:
+        """The X-Consul-Index of an endpoint (called with the lock held)."""
+        if path == "/v1/catalog/services":
+            return self._catalog_index
+        if path == "/v1/health/state/any":
+            return self._checks_index
+        name = path.removeprefix("/v1/health/service/")
+        return self._service_index.get(name, self._extinct_index)
+
+    def _block(self, path: str, query: Mapping[str, list[str]]) -> bool:
+        """Hold a blocking query until its endpoint's index passes `index` or `wait` passes.
+        False: the double stopped meanwhile (never answer)."""
+        min_index = int(query["index"][0])
+        wait = min(parse_wait(query["wait"][0]) if "wait" in query else DEFAULT_WAIT, MAX_WAIT)
+        deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+        with self._changed:
+            restores = self._restores
+            while (min_index > 0 and self._endpoint_index(path) <= min_index
+                   and restores == self._restores and not self._stopping.is_set()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        return not self._stopping.is_set()
 
     def answer(self, method: str, raw_path: str, headers: Mapping[str, str],
                ) -> tuple[int, dict[str, str], bytes] | None:
@@ -321,7 +422,7 @@ class ConsulDouble:
             self.requests.append(RecordedRequest(
                 method, path, query, {k: v for k, v in headers.items()
                                       if k.lower() != TOKEN_HEADER.lower()},
-                token_sent=TOKEN_HEADER in headers))
+                token_sent=TOKEN_HEADER in headers, at=time.monotonic()))
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -346,28 +447,58 @@ class ConsulDouble:
         dc = next(iter(query.get("dc", [])), self.local_datacenter)
         if dc not in self.datacenters:
             return _text(500, "No path to datacenter")
+        blocking = path in ("/v1/catalog/services", "/v1/health/state/any") \
+            or path.startswith("/v1/health/service/")
+        if blocking and "index" in query:
+            try:
+                if not self._block(path, query):
+                    return None
+            except ValueError as e:
+                return _text(400, f"Invalid wait or index: {e}")
+        with self._lock:
+            index = self._endpoint_index(path)
         try:
             if path == "/v1/catalog/services":
-                return self._json(self._catalog(dc, query, anonymous), query, anonymous)
+                return self._json(self._catalog(dc, query, anonymous), query, anonymous, index)
+            if path == "/v1/health/state/any":
+                return self._json(self._checks(dc, anonymous), query, anonymous, index)
             if path.startswith("/v1/health/service/"):
                 name = path.removeprefix("/v1/health/service/")
-                return self._json(self._health(name, dc, query, anonymous), query, anonymous)
+                return self._json(self._health(name, dc, query, anonymous), query, anonymous,
+                                  index)
         except FilterError as e:
             return _text(400, str(e))
         return _text(404, "")
 
     def _json(self, data: Any, query: Mapping[str, list[str]],
-              anonymous: bool) -> tuple[int, dict[str, str], bytes]:
+              anonymous: bool, index: int) -> tuple[int, dict[str, str], bytes]:
         headers = {
             "Content-Type": "application/json",
-            "X-Consul-Index": str(self._last_index),
             "X-Consul-KnownLeader": "true" if self.known_leader else "false",
             "X-Consul-LastContact": "0" if self.known_leader else "61000",
             "X-Consul-Effective-Consistency": "stale" if "stale" in query else "leader",
         }
+        if self.index_header != "absent":
+            headers["X-Consul-Index"] = "0" if self.index_header == "zero" else str(index)
         if anonymous:
             headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
         return 200, headers, json.dumps(data).encode()
+
+    def _checks(self, dc: str, anonymous: bool) -> list[dict[str, Any]]:
+        """GET /v1/health/state/any: every check of the datacenter, node checks included."""
+        if anonymous:
+            return []
+        with self._lock:
+            nodes = sorted((n for n in self._nodes.values() if n.datacenter == dc),
+                           key=lambda n: n.name)
+            out = [_check(n.name, "serfHealth", "Serf Health Status", n.status, "", "", [])
+                   for n in nodes]
+            for inst in sorted(self._instances.values(), key=lambda i: i.id):
+                if self._nodes[inst.node].datacenter == dc:
+                    out += [_check(inst.node, cid, f"Service '{inst.service}' check", status,
+                                   inst.id, inst.service, inst.tags)
+                            for cid, status in sorted(inst.checks.items())]
+        return out
 
     def _catalog(self, dc: str, query: Mapping[str, list[str]],
                  anonymous: bool) -> dict[str, list[str]]:
@@ -455,6 +586,14 @@ def _check(node: str, check_id: str, name: str, status: Status, service_id: str,
     }
 
 
+def parse_wait(text: str) -> float:
+    """A Go duration (`10s`, `5m`, `1m30s`, `250ms`) in seconds; ValueError if it is none."""
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"time: invalid duration {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
 def _text(status: int, body: str) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "text/plain; charset=utf-8"}, body.encode()
 
@@ -503,7 +642,7 @@ def running(double: ConsulDouble) -> Iterator[ConsulDouble]:
         double.stop()
 
 
-__all__ = ["ConsulDouble", "FilterError", "RecordedRequest", "matches", "running"]
+__all__ = ["ConsulDouble", "FilterError", "RecordedRequest", "matches", "parse_wait", "running"]
 
 
 def payments_double() -> ConsulDouble:

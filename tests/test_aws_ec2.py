@@ -669,3 +669,39 @@ def test_option_defaults() -> None:
         "address": "private", "service_tag": None, "ports": None, "port_tag": None,
         "page_size": 1000,
     }
+
+
+@pytest.mark.slow  # 200 reservations launched in moto: a few seconds
+@pytest.mark.usefixtures("aws")
+def test_2000_instances_over_many_pages_each_page_read_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DescribeInstances call and NextToken, seen by botocore event hooks on every
+    client (as moto's own stubber is installed), not by anything of ours."""
+    import botocore.handlers
+
+    sent: list[str | None] = []  # the NextToken of each call, None for the first page
+    answered: list[str | None] = []  # the NextToken each answer carried
+
+    def before(params: dict[str, Any], **_: Any) -> None:
+        sent.append(params.get("NextToken"))
+
+    def after(parsed: dict[str, Any], **_: Any) -> None:
+        answered.append(parsed.get("NextToken"))
+
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [
+        *botocore.handlers.BUILTIN_HANDLERS,
+        ("before-parameter-build.ec2.DescribeInstances", before),
+        ("after-call.ec2.DescribeInstances", after)])
+    region = Region(cidr="198.18.0.0/16", subnet="198.18.0.0/20")  # room for 2,000
+    for _ in range(200):  # moto pages by reservation: 200 of 10 instances
+        region.ec2.run_instances(ImageId=AMI, MinCount=10, MaxCount=10,
+                                 SubnetId=region.subnet)
+    sent.clear()
+    answered.clear()
+
+    spec = only(discover({"service": "web", "port": 80, "page_size": 5}))
+
+    assert len(spec.backends) == len(ids(spec)) == 2000
+    assert len(sent) == 40  # 200 reservations, 5 a page
+    assert sent == [None, *answered[:-1]] and answered[-1] is None
+    assert len(set(sent)) == len(sent)  # no page asked for twice

@@ -29,7 +29,8 @@ from tests.test_registry_errors import fake_dist
 CONFIG = ("owner: cluster-a\n"
           "sources:\n  - {name: rgw, provider: static, path: inventory.yaml}\n")
 SUMMARY = re.compile(r"summary created=4 updated=0 deleted=0 unchanged=0 skipped=0 conflicts=0 "
-                     r"failed_sources=0 failed_writes=0 duration=\d+\.\d\ds")
+                     r"failed_sources=0 failed_writes=0 probe_failed=0 readiness_changed=0 "
+                     r"duration=\d+\.\d\ds")
 
 
 def inventory(tmp: Path) -> Path:

@@ -330,7 +330,7 @@ def test_zone_hostname_and_meta(consul: ConsulDouble, tmp_path: Path) -> None:
     consul.add_node("Node_Upper.example", "192.0.2.40", meta={"zone": "zone-c"})
     consul.register("web", "Node_Upper.example", port=8080)
 
-    web = discover(consul, tmp_path, services=["web"], zone_node_meta="zone")["web"]
+    web = discover(consul, tmp_path, services=["web"])["web"]  # zone_node_meta: zone
 
     by_address = {b.address: b for b in web.backends}
     assert by_address["198.51.100.10"].zone == "zone-a"
@@ -340,8 +340,10 @@ def test_zone_hostname_and_meta(consul: ConsulDouble, tmp_path: Path) -> None:
     assert by_address["198.51.100.10"].meta == {
         "consul.node": "node-a", "consul.service_id": "web-node-a-8080",
         "consul.node_id": "00000000-0000-4000-8000-000000000002"}
-    no_zone = discover(consul, tmp_path, services=["web"])["web"]
+    no_zone = discover(consul, tmp_path, services=["web"], zone_node_meta=None)["web"]
     assert {b.zone for b in no_zone.backends} == {None}
+    racks = discover(consul, tmp_path, services=["web"], zone_node_meta="rack")["web"]
+    assert {b.address: b.zone for b in racks.backends}["198.51.100.10"] == "r1"
 
 
 def test_the_same_address_registered_twice_is_one_endpoint(consul: ConsulDouble,

@@ -195,7 +195,7 @@ def test_rbac_rule_set_is_what_kube_py_uses() -> None:
         (group, resource, verb)
         for group, resource in (("", "services"), ("", "endpoints"),
                                 ("discovery.k8s.io", "endpointslices"))
-        for verb in ("get", "list", "create", "update", "delete")} | EVENT_RULES
+        for verb in ("get", "list", "watch", "create", "update", "delete")} | EVENT_RULES
 
 
 def service_account_subject(objs: tuple[Obj, ...]) -> Obj:

@@ -18,10 +18,11 @@ from tests.kubeapi import KubeApiServer
 from tests.specs import rgw_entry
 
 JSON = dict[str, Any]
-TOP = {"version", "changes", "held", "conflicts", "failed_sources", "kept_services", "summary"}
+TOP = {"version", "changes", "held", "conflicts", "failed_sources", "kept_services", "readiness",
+       "summary"}
 OBJECT = {"kind", "namespace", "name", "service", "source"}
 SUMMARY = {"created", "updated", "deleted", "unchanged", "skipped", "conflicts",
-           "failed_sources", "failed_writes"}
+           "failed_sources", "failed_writes", "probe_failed", "readiness_changed"}
 
 
 def write(tmp: Path, services: list[JSON], policy: str = "sync") -> Path:

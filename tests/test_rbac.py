@@ -1,8 +1,11 @@
 """The RBAC in deploy/rbac.yaml against a test server that enforces it, as kube-apiserver's
-RBAC authorizer would: the sync works with exactly those rules, and each one is needed."""
+RBAC authorizer would: the sync and the watch of `run --watch` work with exactly those rules,
+and each one is needed."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import yaml
 
 from syncer.errors import KubeError
 from syncer.kube import Kube, connect
+from syncer.kubewatch import KINDS, watch_owned
+from syncer.ownership import owner_selector
 from syncer.run import load, sync
 from tests.cli import ROOT
 from tests.kubeapi import KubeApiServer
@@ -56,8 +61,37 @@ def scenario(kube: KubeApiServer, kubeconfig: Path, tmp: Path,
         except KubeError as e:
             codes.append(1)
             raised.append(str(e))
+    try:
+        watch_until_open(kube, client())
+        codes.append(0)
+    except KubeError as e:
+        codes.append(1)
+        raised.append(str(e))
     logged = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     return Result(codes, "\n".join(logged + raised))
+
+
+def watch_until_open(kube: KubeApiServer, client: Kube) -> None:
+    """watch_owned until each of its streams is open, or it fails (raised here)."""
+    stop, failed = threading.Event(), []
+
+    def watch() -> None:
+        try:
+            watch_owned(client, owner_selector("o"), None, lambda event: None, stop)
+        except KubeError as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while (thread.is_alive() and time.monotonic() < deadline and len(
+            [r for r in kube.requests if "watch=true" in r.query and r.status == 200])
+           < len(KINDS)):
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    if failed:
+        raise failed[0]
 
 
 def used(kube: KubeApiServer) -> set[Permission]:
@@ -76,7 +110,7 @@ def test_the_sync_passes_with_deploy_rbac_enforced_and_uses_every_rule(
         caplog: pytest.LogCaptureFixture) -> None:
     kube.enforce_rbac(RULES)
     result = scenario(kube, kubeconfig, tmp_path, caplog)
-    assert result.codes == [0, 0], result.messages
+    assert result.codes == [0, 0, 0], result.messages
     assert all(r.status != 403 for r in kube.requests)
     assert used(kube) == permissions(RULES)  # nothing granted that the code does not use
     assert kube.get_object("Service", "external", "db") is None
@@ -95,7 +129,7 @@ def test_removing_any_one_rule_fails_the_sync_and_names_the_rule(
     assert hint in result.messages
     assert " 403 Forbidden: " in result.messages
     if removed == EVENTS:  # Events never fail a run: one warning line instead
-        assert result.codes == [0, 0]
+        assert result.codes == [0, 0, 0]
         lines = [m for m in result.messages.splitlines() if "Events not written" in m]
         assert len(lines) == 2  # one a run, not one a Service
     else:

@@ -8,7 +8,10 @@ the audit log."""
 
 from __future__ import annotations
 
+import queue
 import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import yaml
 
 from syncer.apply import apply_plan
 from syncer.kube import connect
+from syncer.kubewatch import WatchEvent, watch_owned
+from syncer.ownership import owner_selector, ownership_labels
 from syncer.run import Outcome, load, sync
 from tests.cli import run_sync
 from tests.conftest import deploy_rules
@@ -262,6 +267,39 @@ def test_a_concurrent_writer_gets_a_409_answered_by_a_reread(cluster: Cluster,
     assert cluster.get("Service", storage, "other") is not None
 
 
+def test_zone_hints_are_stored_as_written_and_removed_with_the_setting(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """traffic_distribution: PreferClose (issue 11): the server takes trafficDistribution and
+    the hints, hands them back so that a second run writes nothing, and drops both on the
+    PUT that leaves them out."""
+    storage = cluster.ns("storage")
+    entry = {**rgw_entry(range(50, 54)), "traffic_distribution": "PreferClose"}
+    for e in entry["endpoints"]:
+        e["zone"] = f"zone-{int(e['address'].rsplit('.', 1)[1]) % 2}"
+    config = write(tmp_path, cluster, [entry])
+    assert run(cluster, config).exit_code == 0
+    svc = cluster.get("Service", storage, RGW)
+    assert svc is not None and svc["spec"]["trafficDistribution"] == "PreferClose"
+    endpoints = [e for s in slices_of(cluster, RGW, "storage") for e in s["endpoints"]]
+    assert len(endpoints) == 8
+    assert all(e["hints"] == {"forZones": [{"name": e["zone"]}]} for e in endpoints)
+    cluster.mark()
+    assert run(cluster, config).exit_code == 0
+    assert cluster.writes() == []
+
+    del entry["traffic_distribution"]
+    write(tmp_path, cluster, [entry])
+    assert run(cluster, config).exit_code == 0
+    svc = cluster.get("Service", storage, RGW)
+    assert svc is not None and "trafficDistribution" not in svc["spec"]
+    endpoints = [e for s in slices_of(cluster, RGW, "storage") for e in s["endpoints"]]
+    assert [e.get("hints") for e in endpoints] == [None] * 8
+    assert {e["zone"] for e in endpoints} == {"zone-0", "zone-1"}
+    cluster.mark()
+    assert run(cluster, config).exit_code == 0
+    assert cluster.writes() == []
+
+
 # -- RBAC, on the real server only ---------------------------------------------------------
 
 def without(rules: list[JSON], group: str, verb: str) -> list[JSON]:
@@ -295,3 +333,56 @@ def test_rbac_without_create_on_core_objects_fails_that_write(
     (failed,) = outcome.applied.failed
     assert f"needs `create` on services in namespace {cluster.ns('storage')}" in failed
     assert cluster.list_objects("EndpointSlice", cluster.ns("storage")) == []  # nothing after it
+
+
+def test_watch_owned_sees_changes_and_an_object_leaving_the_selector_as_deleted(
+        real_apiserver: RealApiServer, tmp_path: Path) -> None:
+    """`run --watch`'s watch with deploy/rbac.yaml's rules: an owned Service created by
+    someone else is seen, one of another owner is not, and taking our labels off is a
+    DELETED carrying the labels it had, as the test server does (tests/kubeapi/watch.py)."""
+    cluster = RealCluster(real_apiserver, tmp_path)
+    ns = cluster.ns("external")
+    events: queue.Queue[WatchEvent] = queue.Queue()
+    stop = threading.Event()
+    thread = threading.Thread(target=watch_owned, args=(
+        connect(str(cluster.kubeconfig)), owner_selector(cluster.owner), [ns], events.put,
+        stop))
+    thread.start()
+
+    def service(name: str, owner: str, port: int = 80) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns, "labels": ownership_labels(owner)},
+                "spec": {"ports": [{"port": port}]}}
+
+    try:
+        cluster.seed(service("theirs", "someone-else"))
+        cluster.seed(service("web", cluster.owner))
+        # The watch starts from its LIST: a change before it is no event. Change the
+        # Service until one is seen (the first, unless the LIST came late).
+        for port in range(81, 101):
+            try:
+                first = events.get(timeout=0.5)
+                break
+            except queue.Empty:
+                current = cluster.get("Service", ns, "web")
+                assert current is not None
+                current["spec"]["ports"][0]["port"] = port
+                cluster.replace(current)
+        else:
+            pytest.fail("no watch event within 10 s")
+        assert first.type in ("ADDED", "MODIFIED") and first.obj is not None
+        web = cluster.get("Service", ns, "web")
+        assert web is not None
+        web["metadata"]["labels"] = ownership_labels("someone-else")
+        cluster.replace(web)
+        seen = [first]
+        while seen[-1].type != "DELETED":
+            seen.append(events.get(timeout=5))
+        assert {(e.obj or {})["metadata"]["name"] for e in seen} == {"web"}
+        gone = seen[-1].obj or {}
+        assert gone["metadata"]["labels"] == ownership_labels(cluster.owner)
+    finally:
+        started = time.monotonic()
+        stop.set()
+        thread.join(5)
+    assert time.monotonic() - started < 1.5

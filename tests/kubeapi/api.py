@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -17,6 +17,7 @@ from tests.kubeapi.errors import ApiError
 from tests.kubeapi.resources import ENDPOINTS, NAMESPACES, SERVICES, Resource
 from tests.kubeapi.store import Obj, Page, Store
 from tests.kubeapi.table import table
+from tests.kubeapi.watch import Watches, WatchRequest
 
 # Bodies in these encodings are refused (415); any other body is read as JSON, since the
 # official Python client sends POST bodies without a Content-Type.
@@ -46,6 +47,8 @@ class Response:
     status: int
     body: Obj | str
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[Obj] | None = None
+    """A watch: these events follow, one JSON line each (chunked), instead of `body`."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ def parse_route(path: str) -> Route | None:
     return Route(res, namespace, name)
 
 
+def is_watch(query: str) -> bool:
+    """?watch=true (or 1): a GET of a collection or object that streams its changes."""
+    return parse_qs(query).get("watch", [""])[-1] in ("true", "1")
+
+
 def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
 
@@ -96,6 +104,7 @@ class Api:
         """When set, every resource request must be allowed by one of these rules (else 403)."""
         self.endpoints_warning = False
         """Answer Endpoints creates and updates with 1.33's deprecation Warning header."""
+        self.watches = Watches(store)
 
     def handle(self, req: Request) -> Response:
         try:
@@ -115,11 +124,11 @@ class Api:
         if route is None:
             raise errors.server_not_found()
         query = parse_qs(req.query, keep_blank_values=True)
-        watch = query.get("watch", [""])[-1] in ("true", "1")
+        watch = is_watch(req.query)
         if self.rules is not None:  # authorization comes before anything else is looked at
             rbac.authorize(self.rules, req.method, route, watch)
         if watch:
-            raise ApiError(405, "watch is not supported by the test server", "MethodNotAllowed")
+            return self._watch(req, route, {k: v[-1] for k, v in query.items()})
         handler = self._collection_verbs if route.name is None else self._item_verbs
         response = handler(req, route, {k: v[-1] for k, v in query.items()})
         if (self.endpoints_warning and route.res is ENDPOINTS and req.method in ("POST", "PUT")
@@ -194,6 +203,26 @@ class Api:
             return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                   "status": "Success", "details": details})
         raise errors.method_not_allowed()
+
+    def _watch(self, req: Request, route: Route, query: dict[str, str]) -> Response:
+        """GET ?watch=true of a collection, or of one object (its name as a field selector)."""
+        if req.method != "GET":
+            raise errors.method_not_allowed()
+        if query.get("sendInitialEvents"):
+            raise errors.bad_request("sendInitialEvents (watch-list) is not supported by the "
+                                     "test server")
+        if route.name is not None:
+            named = f"metadata.name={route.name}"
+            query["fieldSelector"] = ",".join(filter(None, (query.get("fieldSelector"), named)))
+        labels, fields = self._selectors(query)
+        timeout_text = query.get("timeoutSeconds", "")
+        if timeout_text and not timeout_text.isdigit():
+            raise errors.bad_request(f"timeoutSeconds: Invalid value: {timeout_text!r}")
+        events = self.watches.open(WatchRequest(
+            route.res, route.namespace, labels, fields, query.get("resourceVersion", ""),
+            float(timeout_text) if timeout_text else None,
+            query.get("allowWatchBookmarks", "") in ("true", "1")))
+        return Response(200, "", stream=events)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ def apply_defaults(res: Resource, obj: dict[str, Any]) -> None:
         for port in shape.objs(obj, "ports", "ports"):
             port.setdefault("name", "")
             port.setdefault("protocol", "TCP")
+        for i, endpoint in enumerate(shape.objs(obj, "endpoints", "endpoints")):
+            hints = shape.obj(endpoint, "hints", f"endpoints[{i}].hints")
+            for zone in shape.objs(hints, "forZones", f"endpoints[{i}].hints.forZones"):
+                zone.setdefault("name", "")  # ForZone.name is no omitempty: read back as ""
     elif res is EVENTS:
         _micro_times(obj)
     elif res is NAMESPACES:

@@ -17,8 +17,7 @@ SERVER_VERSION = {
     "platform": "linux/amd64",
 }
 
-# No watch: the server cannot stream, so discovery does not advertise it.
-_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update"]
+_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
 @dataclass(frozen=True)

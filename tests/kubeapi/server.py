@@ -1,8 +1,9 @@
 """KubeApiServer: the HTTP side of the Kubernetes API test server, and its Python API.
 
-Real HTTP/1.1 with keep-alive on 127.0.0.1 only. Every answer has a Content-Length, and
-accepted sockets get TCP_NODELAY: without it Nagle's algorithm meets the client's delayed
-ACK and every keep-alive request stalls ~40 ms."""
+Real HTTP/1.1 with keep-alive on 127.0.0.1 only. Every answer has a Content-Length but a
+watch's, which is chunked, one event a chunk (tests/kubeapi/watch.py). Accepted sockets get
+TCP_NODELAY: without it Nagle's algorithm meets the client's delayed ACK and every keep-alive
+request stalls ~40 ms."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubeapi import errors, rbac
-from tests.kubeapi.api import Api, Request, Response, parse_route
+from tests.kubeapi.api import Api, Request, Response, is_watch, parse_route
 from tests.kubeapi.faults import FaultInjector
 from tests.kubeapi.resources import by_kind
-from tests.kubeapi.store import Store
+from tests.kubeapi.store import HISTORY, Store
 from tests.loopback_http import HOST, LoopbackHTTPServer
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -104,7 +105,27 @@ class _Handler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             err = errors.ApiError(500, f"Internal error occurred: {exc!r}", "InternalError")
             response = Response(500, err.status_body())
-        self._send(split.path, split.query, response)
+        if response.stream is not None:
+            self._stream(split.path, split.query, response.stream)
+        else:
+            self._send(split.path, split.query, response)
+
+    def _stream(self, path: str, query: str, events: Iterator[dict[str, Any]]) -> None:
+        """A watch: chunked JSON lines until the stream ends (timeout, server stopping) or
+        the client goes away."""
+        self.server.owner.record(RecordedRequest(self.command, path, query, 200))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        try:
+            for event in events:
+                line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away, or stop() shut the socket down
+            self.close_connection = True
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -151,11 +172,13 @@ class KubeApiServer:
 
     def __init__(self, namespaces: Iterable[str] = ("default",), *,
                  endpoints_warning: bool = False,
-                 rbac_rules: Iterable[rbac.Rule] | None = None) -> None:
+                 rbac_rules: Iterable[rbac.Rule] | None = None,
+                 watch_history: int = HISTORY) -> None:
         """`endpoints_warning`: answer Endpoints creates and updates with the deprecation
         `Warning` header of Kubernetes 1.33+. `rbac_rules`: authorize every resource request
-        against these rules (see enforce_rbac)."""
-        self.store = Store(namespaces)
+        against these rules (see enforce_rbac). `watch_history`: how many changes are kept
+        for watches (older resourceVersions get 410 Expired)."""
+        self.store = Store(namespaces, watch_history)
         self.faults = FaultInjector()
         self.api = Api(self.store, lambda: self.url.removeprefix("http://"))
         self.api.endpoints_warning = endpoints_warning
@@ -176,9 +199,12 @@ class KubeApiServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving: open watches end at once, connections are closed; the objects are
+        kept, so start() again is a restarted API server (same data, same port if given)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        self.api.watches.close_all()
         httpd.stop()
 
     def __enter__(self) -> KubeApiServer:
@@ -243,6 +269,35 @@ class KubeApiServer:
     def list_objects(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return self.store.list(by_kind(kind), namespace).items
 
+    # -- watches -----------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Forget the change history (an etcd compaction): a new watch from an earlier
+        resourceVersion gets the 410 Expired ERROR event; open watches go on."""
+        self.store.compact()
+
+    def end_watches(self) -> None:
+        """End every open watch now, as their timeouts would: clients watch again."""
+        self.api.watches.close_all()
+
+    @property
+    def bookmark_interval(self) -> float:
+        """Seconds between BOOKMARK events of watches that allow them (default 60)."""
+        return self.api.watches.bookmark_interval
+
+    @bookmark_interval.setter
+    def bookmark_interval(self, seconds: float) -> None:
+        self.api.watches.bookmark_interval = seconds
+
+    @property
+    def watch_timeout(self) -> float:
+        """Seconds a watch without timeoutSeconds lasts (default 1800)."""
+        return self.api.watches.default_timeout
+
+    @watch_timeout.setter
+    def watch_timeout(self, seconds: float) -> None:
+        self.api.watches.default_timeout = seconds
+
     # -- behaviour switches ------------------------------------------------------------
 
     @property
@@ -298,11 +353,14 @@ class KubeApiServer:
         ]
 
     def counts_by_verb(self) -> dict[str, int]:
-        """How many requests so far per verb; a GET of a collection counts as LIST, and
-        any request for Events as EVENT (records about objects, not changes to them)."""
+        """How many requests so far per verb; a GET of a collection counts as LIST, a watch
+        as WATCH, and any request for Events as EVENT (records about objects, not changes to
+        them)."""
         def verb(r: RecordedRequest) -> str:
             if r.path.startswith(EVENTS_PATH):
                 return "EVENT"
+            if r.method == "GET" and is_watch(r.query):
+                return "WATCH"
             route = parse_route(r.path) if r.method == "GET" else None
             return "LIST" if route is not None and route.name is None else r.method
         return dict(Counter(verb(r) for r in self.requests))

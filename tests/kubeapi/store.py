@@ -1,7 +1,11 @@
 """The object store: every read and write of the server happens here, under one lock.
 
 Objects are kept as JSON dicts keyed by (namespace, name) per resource, with kind and
-apiVersion set; callers get deep copies so nothing outside the lock aliases stored state."""
+apiVersion set; callers get deep copies so nothing outside the lock aliases stored state.
+
+Every change is also kept, in order, in a history of the last `history` changes (what
+kube-apiserver's watch cache keeps): watches read it (tests/kubeapi/watch.py) and wait on
+`changed` for more."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import json
 import random
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +33,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
 EVERYTHING = LabelSelector()
 ANY_FIELDS = FieldSelector()
+HISTORY = 1000  # changes kept for watches; a watch from before them gets 410 Expired
 
 
 def now() -> str:
@@ -45,6 +51,28 @@ def _same(a: Obj, b: Obj) -> bool:
     return strip(a) == strip(b)
 
 
+@dataclass(frozen=True)
+class Change:
+    """One write as a watch sees it: `obj` after it (for DELETED the last state, with the
+    deletion's resourceVersion) and `prev` before it (None for ADDED)."""
+
+    rv: int
+    res: Resource
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: Obj
+    prev: Obj | None
+
+
+Changes = list[Change]  # (Store.list hides the builtin inside the class)
+
+
+class Expired(Exception):
+    """The resourceVersion asked for is older than the history kept."""
+
+    def __init__(self, asked: int, floor: int) -> None:
+        super().__init__(f"too old resource version: {asked} ({floor})")
+
+
 @dataclass
 class Page:
     items: list[Obj]
@@ -54,9 +82,15 @@ class Page:
 
 
 class Store:
-    def __init__(self, namespaces: Iterable[str]) -> None:
+    def __init__(self, namespaces: Iterable[str], history: int = HISTORY) -> None:
         self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        """Notified after every change (and by watch.Watches.close_all)."""
         self._rv = 0
+        self._history: deque[Change] = deque()
+        self._history_size = history
+        self._floor = 0  # the oldest resourceVersion whose later changes are all kept
+        self._compacted = 0  # compact(): new watches start no earlier than this
         self._objects: dict[str, dict[Key, Obj]] = {r.plural: {} for r in ALL}
         self._ips = services.ClusterIpAllocator()
         for name in namespaces:
@@ -107,6 +141,38 @@ class Store:
         with self._lock:
             return str(self._rv)
 
+    # -- history (watches) -------------------------------------------------------------
+
+    def changes_after(self, rv: int) -> Changes:
+        """Every change after resourceVersion `rv`, oldest first; Expired when some of them
+        are no longer kept (a watch that fell that far behind)."""
+        with self._lock:
+            if rv < self._floor:
+                raise Expired(rv, self._floor)
+            return [c for c in self._history if c.rv > rv]
+
+    def check_start(self, rv: int) -> None:
+        """Expired unless a new watch may start from resourceVersion `rv`."""
+        with self._lock:
+            floor = max(self._floor, self._compacted)
+            if rv < floor:
+                raise Expired(rv, floor)
+
+    def current_version(self) -> int:
+        with self._lock:
+            return self._rv
+
+    def compact(self) -> None:
+        """As an etcd compaction: a new watch from an earlier resourceVersion gets 410
+        Expired. Open watches go on, as the watch cache has their events already."""
+        with self._lock:
+            self._compacted = self._rv
+
+    def set_history_size(self, size: int) -> None:
+        with self._lock:
+            self._history_size = size
+            self._trim()
+
     # -- writes ------------------------------------------------------------------------
 
     def create(self, res: Resource, namespace: str, body: Any, *, dry_run: bool = False) -> Obj:
@@ -142,6 +208,7 @@ class Store:
             if not dry_run:
                 meta["resourceVersion"] = self._bump()
                 self._objects[res.plural][(namespace, name)] = copy.deepcopy(obj)
+                self._record(res, "ADDED", obj, None)
             return obj
 
     def update(
@@ -208,7 +275,6 @@ class Store:
             deleted = copy.deepcopy(old)
             if not dry_run:
                 self._remove(res, key)
-                self._bump()
             if res is NAMESPACES:
                 deleted["metadata"]["deletionTimestamp"] = now()
                 deleted["status"] = {"phase": "Terminating"}
@@ -264,6 +330,7 @@ class Store:
                 meta["generation"] = existing["metadata"]["generation"] + 1 if existing else 1
             meta["resourceVersion"] = self._bump()
             self._objects[res.plural][key] = copy.deepcopy(obj)
+            self._record(res, "MODIFIED" if existing else "ADDED", obj, existing)
             return obj
 
     # -- internals ---------------------------------------------------------------------
@@ -271,6 +338,16 @@ class Store:
     def _bump(self) -> str:
         self._rv += 1
         return str(self._rv)
+
+    def _record(self, res: Resource, type_: str, obj: Obj, prev: Obj | None) -> None:
+        """Keep a change made at the current resourceVersion (the lock is held)."""
+        self._history.append(Change(self._rv, res, type_, copy.deepcopy(obj), prev))
+        self._trim()
+        self.changed.notify_all()
+
+    def _trim(self) -> None:
+        while len(self._history) > self._history_size:
+            self._floor = self._history.popleft().rv
 
     @staticmethod
     def _prepare_body(res: Resource, body: Any) -> Obj:
@@ -344,6 +421,7 @@ class Store:
             meta["resourceVersion"] = self._bump()
             key = (old_meta.get("namespace", ""), old_meta["name"])
             self._objects[res.plural][key] = copy.deepcopy(obj)
+            self._record(res, "MODIFIED", obj, old)
         return obj
 
     def _reallocate(self, obj: Obj, old: Obj, *, dry_run: bool) -> None:
@@ -354,11 +432,17 @@ class Store:
             self._ips.release(old["spec"]["clusterIP"])
 
     def _remove(self, res: Resource, key: Key) -> None:
+        """Delete one object (and what goes with it), each at a resourceVersion of its own."""
         obj = self._objects[res.plural].pop(key)
+        self._bump()
+        gone = copy.deepcopy(obj)
+        gone["metadata"]["resourceVersion"] = str(self._rv)
+        self._record(res, "DELETED", gone, obj)
         if res is SERVICES and services.has_ip(obj["spec"]):
             self._ips.release(obj["spec"]["clusterIP"])
-        if res is SERVICES:  # kube-apiserver deletes the same-named Endpoints with it
-            self._objects[by_kind("Endpoints").plural].pop(key, None)
+        endpoints = by_kind("Endpoints")
+        if res is SERVICES and key in self._objects[endpoints.plural]:
+            self._remove(endpoints, key)  # kube-apiserver deletes the same-named Endpoints
         if res is NAMESPACES:  # the namespace controller's work, done at once
             for other in ALL:
                 if other.namespaced:

@@ -36,6 +36,9 @@ ADDRESS_TYPES = ["FQDN", "IPv4", "IPv6"]
 MAX_SLICE_ENDPOINTS = 1000
 MAX_SLICE_ADDRESSES = 100
 MAX_SLICE_PORTS = 100
+MAX_ZONE_HINTS = 8
+# ServiceTrafficDistribution, beta in 1.31-1.32: PreferSameZone and PreferSameNode are 1.33's.
+TRAFFIC_DISTRIBUTIONS = ["PreferClose"]
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 Errors = list[FieldError]
@@ -127,6 +130,11 @@ def _validate_service(obj: dict[str, Any]) -> Errors:
     policies = ["PreferDualStack", "RequireDualStack", "SingleStack"]
     if policy is not None and policy not in policies:
         errs.append(not_supported("spec.ipFamilyPolicy", policy, policies))
+    if "trafficDistribution" in spec:  # any type, ExternalName too; "" is refused as well
+        distribution = shape.string(spec, "trafficDistribution", "spec.trafficDistribution")
+        if distribution not in TRAFFIC_DISTRIBUTIONS:
+            errs.append(not_supported("spec.trafficDistribution", distribution,
+                                      TRAFFIC_DISTRIBUTIONS))
     return errs
 
 
@@ -265,7 +273,28 @@ def _validate_slice_endpoint(endpoint: dict[str, Any], path: str, address_type: 
     conditions = shape.obj(endpoint, "conditions", f"{path}.conditions")
     for cond in ("ready", "serving", "terminating"):
         shape.boolean(conditions, cond, f"{path}.conditions.{cond}")
+    shape.string(endpoint, "zone", f"{path}.zone")  # a string, but not checked (1.32)
+    if endpoint.get("hints") is not None:
+        errs += _validate_hints(shape.obj(endpoint, "hints", f"{path}.hints"), f"{path}.hints")
     return errs + _validate_host_fields(endpoint, path)
+
+
+def _validate_hints(hints: dict[str, Any], path: str) -> Errors:
+    """validateHints: at most 8 zones, each a label value, none twice. An empty or missing
+    name is stored, though the API's docs call it required."""
+    zones = shape.objs(hints, "forZones", f"{path}.forZones")
+    if len(zones) > MAX_ZONE_HINTS:
+        return [too_many(f"{path}.forZones", len(zones), MAX_ZONE_HINTS)]
+    errs: Errors = []
+    seen: set[str] = set()
+    for i, zone in enumerate(zones):
+        name_path = f"{path}.forZones[{i}].name"
+        name = shape.string(zone, "name", name_path)
+        if name in seen:
+            errs.append(duplicate(name_path, name))
+        seen.add(name)
+        errs += _check(name_path, name, formats.label_value(name))
+    return errs
 
 
 def _validate_host_fields(obj: dict[str, Any], path: str) -> Errors:
