@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 
 from syncer.desired import AddressPolicy
 from syncer.model import Backend, ServiceSpec
-from syncer.ownership import JSON, MISSES, annotations_of, is_owned, key_of, service_of
+from syncer.ownership import (
+    JSON,
+    MISSES,
+    annotations_of,
+    is_owned,
+    key_of,
+    service_of,
+    state_annotation,
+)
 from syncer.render import (
     AddressEntry,
     PortSet,
@@ -153,7 +161,7 @@ def _recorded_misses(objs: Iterable[JSON]) -> dict[Ident, int]:
     """Counts from the annotations, for the addresses each object holds as not ready."""
     seen: dict[Ident, int] = {}
     for obj in objs:
-        recorded = _parse(annotations_of(obj).get(MISSES))
+        recorded = _counts(state_annotation(obj, MISSES))
         for e in address_entries(obj):
             n = recorded.get(misses_key(e.address, e.ports))
             if not e.ready and n is not None:
@@ -162,16 +170,8 @@ def _recorded_misses(objs: Iterable[JSON]) -> dict[Ident, int]:
     return seen
 
 
-def _parse(value: str | None) -> dict[str, int]:
-    """Whatever a person or an older run left there; anything unexpected counts as nothing."""
-    if not value:
-        return {}
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
+def _counts(data: dict[str, object]) -> dict[str, int]:
+    """Only positive whole counts are believed."""
     return {k: v for k, v in data.items()
             if isinstance(v, int) and not isinstance(v, bool) and v >= 1}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -43,6 +44,19 @@ def is_owned(obj: JSON, owner: str) -> bool:
     """Ours to change: our managed-by label and our owner id, both."""
     lb = labels_of(obj)
     return lb.get(MANAGED_BY) == TOOL and lb.get(OWNER) == owner
+
+
+def state_annotation(obj: JSON, key: str) -> dict[str, Any]:
+    """The JSON mapping a run left in annotation `key` (MISSES, PROBE_STATE). A person or an
+    older version may have written anything there: what is not a JSON object reads as {}."""
+    value = annotations_of(obj).get(key)
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def source_of(obj: JSON) -> str:

@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING
 
 from syncer.damping import misses_key as endpoint_key  # one spelling of address+ports
 from syncer.model import Backend, ServiceSpec
-from syncer.ownership import JSON, PROBE_STATE, annotations_of, is_owned, key_of, service_of
+from syncer.ownership import (
+    JSON,
+    PROBE_STATE,
+    annotations_of,
+    is_owned,
+    key_of,
+    service_of,
+    state_annotation,
+)
 from syncer.render import (
     PortSet,
     RenderedService,
@@ -173,16 +181,8 @@ class _State:
         return f"down+{self.streak}" if self.streak else "down"
 
 
-def _parse_state(value: str | None) -> dict[str, _State]:
-    """Whatever a person or an older run left there; anything unexpected counts as nothing."""
-    if not value:
-        return {}
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
+def _states(data: dict[str, object]) -> dict[str, _State]:
+    """Only entries in the state grammar are believed."""
     found = {}
     for key, text in data.items():
         m = _STATE.fullmatch(text) if isinstance(text, str) else None
@@ -218,7 +218,7 @@ def _decide_service(out: Readiness, spec: ServiceSpec, probe: ProbeOptions,
     key = service_key(spec)
     recorded: dict[str, _State] = {}
     for obj in objs:
-        recorded.update(_parse_state(annotations_of(obj).get(PROBE_STATE)))
+        recorded.update(_states(state_annotation(obj, PROBE_STATE)))
     states: dict[Ident, _State] = {}
     seen: dict[Ident, ProbeResult] = {}
     for ports, backends in group_backends(spec).items():

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +75,52 @@ def exited(result: subprocess.CompletedProcess[str], code: int) -> str:
     """Assert the exit code (showing all output when it differs); the stderr."""
     assert result.returncode == code, result.stdout + result.stderr
     return result.stderr
+
+
+class Loop:
+    """`endpoints-sync run --interval 60 EXTRA...` (loop or watch mode) in a subprocess:
+    SIGTERM is a signal to a process. Its stderr lines as they come; retries after 0.2 s
+    ($ENDPOINTS_SYNC_RETRY_BACKOFF), and 60 s is far longer than any test waits, so a second
+    run before it is a retry (EXTRA may give another --interval: the last one counts)."""
+
+    def __init__(self, config: Path, kubeconfig: Path, *extra: str) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG", "ENDPOINTS_SYNC_CONFIG")
+               and not k.startswith(("CONSUL_", "AWS_"))}
+        env["ENDPOINTS_SYNC_RETRY_BACKOFF"] = "0.2"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncer", "run", "-c", str(config), "--kubeconfig",
+             str(kubeconfig), "--interval", "60", *extra],
+            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, condition: Callable[[], object], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, self.log
+            assert self.proc.poll() is None, self.log
+            time.sleep(0.02)
+
+    def stop(self) -> float:
+        """SIGTERM; returns how long the process took to exit."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

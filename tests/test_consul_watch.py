@@ -7,10 +7,6 @@ ConsulProvider.watch() in a thread with an emit that records, then the CLI end t
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +22,7 @@ from providers.consul import ConsulOptions, ConsulProvider, check_signatures
 from providers.consul_watch import TokenBucket, blocking_params, next_index
 from syncer.options import CONFIG_DIR
 from syncer.plugin import Discovery, PermanentSourceError, ServiceSpec, SourceContext
-from tests.cli import ROOT
+from tests.cli import Loop
 from tests.consul_double import ConsulDouble, Status, parse_wait, running
 from tests.kubeapi import KubeApiServer
 
@@ -424,42 +420,6 @@ def test_watch_wait_is_validated(value: object) -> None:
 # --- end to end: `run --watch` through the CLI ----------------------------------------------
 
 
-class Watching:
-    """`endpoints-sync run --watch` in a subprocess (SIGTERM is a signal to a process)."""
-
-    def __init__(self, config: Path, kubeconfig: Path) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG", "ENDPOINTS_SYNC_CONFIG")
-               and not k.startswith("CONSUL_")}
-        # --interval 300: any change seen within seconds came through the watch.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncer", "run", "--watch", "--interval", "300", "-c",
-             str(config), "--kubeconfig", str(kubeconfig)],
-            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        self.lines.extend(self.proc.stderr)
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = HANG_GUARD) -> float:
-        """Seconds until `condition` held."""
-        start = time.monotonic()
-        while not condition():
-            assert time.monotonic() - start < timeout, "".join(self.lines)
-            assert self.proc.poll() is None, "".join(self.lines)
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(HANG_GUARD)
-        self._reader.join(5)
-        return code
-
-
 def slice_addresses(kube: KubeApiServer, service: str) -> set[str]:
     return {a for s in kube.list_objects("EndpointSlice", "external")
             if s["metadata"]["labels"].get("kubernetes.io/service-name") == service
@@ -479,9 +439,9 @@ def test_run_watch_follows_a_deregistration_and_exits_on_sigterm(
     config.write_text("owner: cluster-a\nnamespace: external\nsources:\n"
                       f"  - {{name: catalog, provider: consul, url: '{consul.url}', "
                       "timeout_seconds: 2}\n")
-    watching = Watching(config, kubeconfig)
+    watching = Loop(config, kubeconfig, "--watch", "--interval", "300")
     try:
-        watching.wait_for(lambda: "summary created=6" in "".join(watching.lines), timeout=30)
+        watching.wait_for(lambda: "summary created=6" in watching.log, timeout=30)
         assert slice_addresses(kube, "web") == {"192.0.2.10", "192.0.2.11"}
         time.sleep(0.5)  # the watches are blocked now
         writes = len(object_writes(kube))
@@ -494,6 +454,35 @@ def test_run_watch_follows_a_deregistration_and_exits_on_sigterm(
         # The deregistration's two writes (EndpointSlice, Endpoints), no more, no DELETE.
         later_writes = object_writes(kube)[writes:]
         assert len(later_writes) <= 2 and "DELETE" not in later_writes, later_writes
+        watching.stop()
+        assert watching.proc.returncode == 0, watching.log
     finally:
-        code = watching.terminate()
-    assert code == 0, "".join(watching.lines)
+        watching.kill()
+
+
+@pytest.mark.slow
+def test_run_watch_keeps_the_last_state_while_consul_is_down_and_recovers(
+        consul: ConsulDouble, kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("owner: cluster-a\nnamespace: external\nsources:\n"
+                      f"  - {{name: catalog, provider: consul, url: '{consul.url}', "
+                      "timeout_seconds: 1}\n")
+    watching = Loop(config, kubeconfig, "--watch", "--interval", "300")
+    try:
+        watching.wait_for(lambda: "summary created=6" in watching.log, timeout=30)
+        time.sleep(0.5)  # the watches are blocked now
+        writes = len(object_writes(kube))
+        consul.stop()  # the port closes, held queries are cut
+        watching.wait_for(lambda: "failed" in watching.log.split("summary created=6")[-1])
+        time.sleep(1.0)
+        assert watching.proc.poll() is None, watching.log  # still running
+        assert object_writes(kube)[writes:] == []  # nothing deleted, nothing written
+        assert slice_addresses(kube, "web") == {"192.0.2.10", "192.0.2.11"}
+        consul.start()  # on its old port
+        consul.deregister("web-a")
+        watching.wait_for(lambda: slice_addresses(kube, "web") == {"192.0.2.11"})
+        assert "DELETE" not in object_writes(kube)[writes:]
+        watching.stop()
+        assert watching.proc.returncode == 0, watching.log
+    finally:
+        watching.kill()

@@ -290,7 +290,7 @@ def test_cronjob_runs_every_five_minutes_and_gives_up_on_a_bad_config() -> None:
     assert the_container(job["template"])["args"][0] == "run"
 
 
-def test_deployment_overlay_runs_the_loop_with_probes() -> None:
+def test_deployment_overlay_runs_watch_mode_with_probes() -> None:
     objs = rendered("deployment")
     (deployment,) = of_kind(objs, "Deployment")
     spec = deployment["spec"]
@@ -300,6 +300,7 @@ def test_deployment_overlay_runs_the_loop_with_probes() -> None:
     container = the_container(spec["template"])
     args = container["args"]
     assert args[0] == "run" and args[args.index("--interval") + 1] == str(INTERVAL)
+    assert "--watch" in args  # changes within seconds; the interval is the full resync
     assert args[args.index("--metrics-port") + 1] == "9090"
     assert {"name": "metrics", "containerPort": 9090} in container["ports"]
     # The loop's own health endpoints (tests/test_loop.py proves what they answer).

@@ -4,16 +4,12 @@ the interval, permanent ones wait for it, the HTTP endpoints answer, SIGTERM end
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from syncer.kube import connect
 from syncer.loop import Backoff
 from syncer.run import load, sync
-from tests.cli import ROOT
+from tests.cli import Loop
 from tests.consul_double import ConsulDouble, payments_double, running
 from tests.kubeapi import KubeApiServer
 from tests.specs import rgw_entry
-
-BACKOFF = "0.2"  # $ENDPOINTS_SYNC_RETRY_BACKOFF: the first retry, in seconds
-INTERVAL = "60"  # far longer than any test waits: a second run before it is a retry
 
 
 def test_backoff_doubles_up_to_the_interval_and_resets_after_a_run_without_one() -> None:
@@ -42,51 +35,6 @@ def test_backoff_doubles_up_to_the_interval_and_resets_after_a_run_without_one()
 @pytest.fixture
 def consul() -> Iterator[ConsulDouble]:
     yield from running(payments_double())
-
-
-class Loop:
-    """`endpoints-sync run --interval` in a subprocess; its stderr lines as they come."""
-
-    def __init__(self, config: Path, kubeconfig: Path, *extra: str) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG", "ENDPOINTS_SYNC_CONFIG")}
-        env["ENDPOINTS_SYNC_RETRY_BACKOFF"] = BACKOFF
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncer", "run", "-c", str(config), "--kubeconfig",
-             str(kubeconfig), "--interval", INTERVAL, *extra],
-            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, condition: Callable[[], object], timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, self.log
-            assert self.proc.poll() is None, self.log
-            time.sleep(0.02)
-
-    def stop(self) -> float:
-        """SIGTERM; returns how long the process took to exit."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def write_config(tmp_path: Path, consul: ConsulDouble) -> Path:

@@ -27,11 +27,11 @@ from syncer.errors import ConfigError
 from syncer.model import ServiceSpec
 from syncer.plugin import SourceContext, watch_files, watches
 from syncer.watch import Feeds
-from tests.cli import cli, exited
+from tests.cli import Loop, cli, exited
 from tests.kubeapi import KubeApiServer
 from tests.kubeapi.resources import by_kind
 from tests.specs import rgw_entry, slice_endpoints
-from tests.test_loop import Loop, get
+from tests.test_loop import get
 
 JSON = dict[str, Any]
 WITHIN = 10.0  # seconds: the hang guard of every wait
