@@ -46,3 +46,22 @@ def test_every_write_goes_out_one_at_a_time_or_by_default(
 
 def test_the_default_is_eight() -> None:
     assert WRITE_CONCURRENCY == 8
+
+
+@pytest.mark.parametrize(("line", "bound"), [("write_concurrency: 3\n", 3),
+                                             ("write_concurrency: 1\n", 1),
+                                             ("", WRITE_CONCURRENCY)])
+def test_no_more_services_are_written_at_once_than_write_concurrency(
+        line: str, bound: int, tmp_path: Path, kube: KubeApiServer, kubeconfig: Path) -> None:
+    (tmp_path / "inventory.yaml").write_text("services:\n" + "".join(
+        f"  - name: web-{i}\n    ports: [{{name: http, port: 80}}]\n"
+        f"    endpoints: [{{address: 192.0.2.{10 + i}}}]\n" for i in range(12)))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"owner: w\nnamespace: default\n{line}sources:\n"
+                      "  - {name: inv, provider: static, path: inventory.yaml}\n")
+    # Each Service's first write takes 0.15 s: the writes of different Services overlap.
+    kube.inject_fault("POST", r"/services$", delay=0.15, times=12)
+    result = cli("run", "-c", config, "--kubeconfig", kubeconfig)
+    assert result.returncode == 0, result.stderr
+    assert len(kube.write_requests()) == 36
+    assert kube.peak_writes_in_flight == bound

@@ -7,6 +7,7 @@ request stalls ~40 ms."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -20,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from tests.kubeapi import errors, rbac
 from tests.kubeapi.api import Api, Request, Response, is_watch, parse_route
@@ -75,8 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # tests read server.requests instead
 
     def _serve(self) -> None:
-        owner = self.server.owner
         split = urlsplit(self.path)
+        with self.server.owner.writing(self.command, split.path):
+            self._answer(split)
+
+    def _answer(self, split: SplitResult) -> None:
+        owner = self.server.owner
         body = self._read_body()  # always: keeps the keep-alive stream in step
         if split.path == DEBUG_REQUESTS and self.command == "GET":
             self._send(split.path, split.query, Response(200, owner.counts_by_verb()),
@@ -187,6 +192,9 @@ class KubeApiServer:
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._write_observers: list[Callable[[RecordedRequest], None]] = []
+        self._writes_in_flight = 0
+        self.peak_writes_in_flight = 0
+        """The most object writes (not Events) being answered at one moment."""
         self._httpd: _HttpServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -316,6 +324,22 @@ class KubeApiServer:
 
     # -- requests and faults -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writing(self, method: str, path: str) -> Iterator[None]:
+        """Counts an object write while it is being answered (faults' delays included)."""
+        counted = method in WRITE_METHODS and not path.startswith(EVENTS_PATH)
+        if counted:
+            with self._requests_lock:
+                self._writes_in_flight += 1
+                self.peak_writes_in_flight = max(self.peak_writes_in_flight,
+                                                 self._writes_in_flight)
+        try:
+            yield
+        finally:
+            if counted:
+                with self._requests_lock:
+                    self._writes_in_flight -= 1
+
     def record(self, request: RecordedRequest) -> None:
         with self._requests_lock:
             self._requests.append(request)
@@ -368,6 +392,7 @@ class KubeApiServer:
     def reset_requests(self) -> None:
         with self._requests_lock:
             self._requests.clear()
+            self.peak_writes_in_flight = self._writes_in_flight
 
     def inject_fault(
         self,
