@@ -23,7 +23,7 @@ from syncer.kube import connect
 from syncer.kubewatch import WatchEvent, watch_owned
 from syncer.ownership import owner_selector, ownership_labels
 from syncer.run import Outcome, load, sync
-from tests.cli import run_sync
+from tests.cli import Loop, run_sync
 from tests.conftest import deploy_rules
 from tests.realapi import RealApiServer, RealCluster, TestServerCluster, Write
 from tests.specs import dual_stack_entries, rgw_entry
@@ -305,6 +305,38 @@ def test_zone_hints_are_stored_as_written_and_removed_with_the_setting(
 def without(rules: list[JSON], group: str, verb: str) -> list[JSON]:
     return [{**r, "verbs": [v for v in r["verbs"] if v != verb]}
             if group in r["apiGroups"] else r for r in rules]
+
+
+@pytest.mark.slow
+def test_run_watch_follows_an_inventory_edit_and_repairs_a_hand_edited_slice(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """`run --watch` end to end on both servers (on the real one as the "syncer" user with
+    deploy/rbac.yaml's rules, so `watch` is proven granted and sufficient)."""
+    config = write(tmp_path, cluster, [rgw_entry()])
+    watching = Loop(config, cluster.kubeconfig, "--watch", "--interval", "300")
+    try:
+        watching.wait_for(lambda: "summary created=4" in watching.log, timeout=60)
+        everything = {f"192.0.2.{i}:{p}" for i in range(50, 56) for p in (8080, 8081)}
+        assert slice_pairs(cluster, RGW) == everything
+
+        smaller = rgw_entry(range(50, 55))  # 192.0.2.55 leaves the inventory
+        write(tmp_path, cluster, [smaller])
+        fewer = {f"192.0.2.{i}:{p}" for i in range(50, 55) for p in (8080, 8081)}
+        watching.wait_for(lambda: slice_pairs(cluster, RGW) == fewer)
+        watching.wait_for(lambda: endpoints_pairs(cluster, RGW) == fewer)
+
+        # Someone edits an owned EndpointSlice by hand: it is put back.
+        edited = {**slices_of(cluster, RGW, "storage")[0], "kind": "EndpointSlice",
+                  "apiVersion": "discovery.k8s.io/v1"}  # list items lack them
+        edited["endpoints"] = edited["endpoints"][:1]
+        synced = watching.log.count("watch: synced")
+        cluster.replace(edited)
+        watching.wait_for(lambda: watching.log.count("watch: synced") > synced
+                          and slice_pairs(cluster, RGW) == fewer)
+        watching.stop()
+        assert watching.proc.returncode == 0, watching.log
+    finally:
+        watching.kill()
 
 
 def test_rbac_without_list_on_endpointslices_fails_with_the_hint(
