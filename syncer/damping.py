@@ -26,21 +26,20 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from syncer.desired import AddressPolicy
 from syncer.model import Backend, ServiceSpec
 from syncer.ownership import (
+    ADDRESS_KINDS,
     JSON,
     MISSES,
     annotations_of,
-    is_owned,
     key_of,
-    service_of,
+    owned_address_objects,
     state_annotation,
+    with_state_annotation,
 )
 from syncer.render import (
     AddressEntry,
@@ -54,7 +53,6 @@ from syncer.render import (
 MAX_KEPT = 1000
 """Missing addresses kept per Service; beyond that the oldest misses go at once (bounded
 annotations: an Endpoints object lists every kept address of its Service)."""
-ADDRESS_KINDS = ("EndpointSlice", "Endpoints")
 
 Ident = tuple[str, PortSet]
 ServiceKey = tuple[str, str]
@@ -88,7 +86,7 @@ def misses_key(address: str, ports: PortSet) -> str:
 def damp(specs: Sequence[ServiceSpec], rendered: Sequence[RenderedService],
          current: Iterable[JSON], settings: DampingSettings) -> Damped:
     """`rendered` may be a subset of `specs` (services dropped before); matched by name."""
-    by_service = _owned_address_objects(current, settings.owner)
+    by_service = owned_address_objects(current, settings.owner)
     spec_of = {(s.namespace or "default", s.name): s for s in specs}
     out = Damped(list(rendered))
     for i, listed in enumerate(rendered):
@@ -117,14 +115,6 @@ def damp(specs: Sequence[ServiceSpec], rendered: Sequence[RenderedService],
         counts = {ident: n for ident, (n, _) in kept.items()}
         out.rendered[i] = _annotate(svc, counts, {key_of(o): o for o in mine})
     return out
-
-
-def _owned_address_objects(current: Iterable[JSON], owner: str) -> dict[ServiceKey, list[JSON]]:
-    found: dict[ServiceKey, list[JSON]] = defaultdict(list)
-    for obj in current:
-        if obj.get("kind") in ADDRESS_KINDS and is_owned(obj, owner):
-            found[(obj["metadata"].get("namespace", ""), service_of(obj))].append(obj)
-    return found
 
 
 def _kept(spec: ServiceSpec, mine: list[JSON], limit: int,
@@ -188,9 +178,4 @@ def _annotated(obj: JSON, counts: Mapping[Ident, int], current: JSON | None) -> 
         return obj
     held = {misses_key(e.address, e.ports): counts[(e.address, e.ports)]
             for e in address_entries(obj) if (e.address, e.ports) in counts}
-    if not held and (current is None or MISSES not in annotations_of(current)):
-        return obj
-    md = obj["metadata"]
-    annotations = {**md.get("annotations", {}),
-                   MISSES: json.dumps(held, sort_keys=True, separators=(",", ":"))}
-    return {**obj, "metadata": {**md, "annotations": annotations}}
+    return with_state_annotation(obj, MISSES, held, current)

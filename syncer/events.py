@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Literal
 from syncer.apply import ApplyResult
 from syncer.desired import Desired
 from syncer.errors import KubeError
-from syncer.ownership import JSON, is_owned, source_of
-from syncer.plan import ADDRESS_KINDS, Action, Change, Held, Plan
+from syncer.ownership import ADDRESS_KINDS, JSON, is_owned, source_of
+from syncer.plan import Action, Change, Held, Plan
 from syncer.secrets import redact
 
 if TYPE_CHECKING:  # the client is imported only when a cluster is contacted

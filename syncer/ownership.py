@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -20,6 +22,7 @@ TOOL = "endpoints-sync"
 MANAGED_LABELS = frozenset({MANAGED_BY, OWNER, SERVICE_NAME, SLICE_MANAGED_BY, SKIP_MIRROR})
 
 JSON = dict[str, Any]
+ADDRESS_KINDS = ("EndpointSlice", "Endpoints")
 
 
 def owner_selector(owner: str) -> str:
@@ -57,6 +60,29 @@ def state_annotation(obj: JSON, key: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def with_state_annotation(obj: JSON, key: str, held: Mapping[str, object],
+                          current: JSON | None) -> JSON:
+    """`obj` carrying `held` in annotation `key` as compact JSON with sorted keys (a run that
+    changes nothing writes nothing). Emptied to `{}` where `current` had it (updates keep
+    annotations they are not told about); left out where there never was any."""
+    if not held and (current is None or key not in annotations_of(current)):
+        return obj
+    md = obj["metadata"]
+    annotations = {**md.get("annotations", {}),
+                   key: json.dumps(held, sort_keys=True, separators=(",", ":"))}
+    return {**obj, "metadata": {**md, "annotations": annotations}}
+
+
+def owned_address_objects(current: Iterable[JSON],
+                          owner: str) -> dict[tuple[str, str], list[JSON]]:
+    """This owner's EndpointSlices and Endpoints by (namespace, Service)."""
+    found: dict[tuple[str, str], list[JSON]] = defaultdict(list)
+    for obj in current:
+        if obj.get("kind") in ADDRESS_KINDS and is_owned(obj, owner):
+            found[(obj["metadata"].get("namespace", ""), service_of(obj))].append(obj)
+    return found
 
 
 def source_of(obj: JSON) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from syncer.ownership import (
+    ADDRESS_KINDS,
     JSON,
     MANAGED_BY,
     MANAGED_LABELS,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 Key = tuple[str, str, str]
 Action = Literal["create", "update", "delete"]
 Policy = Literal["sync", "upsert-only", "create-only"]
-ADDRESS_KINDS = ("EndpointSlice", "Endpoints")
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ backends are published as the source says.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,13 +37,15 @@ from typing import TYPE_CHECKING
 from syncer.damping import misses_key as endpoint_key  # one spelling of address+ports
 from syncer.model import Backend, ServiceSpec
 from syncer.ownership import (
+    ADDRESS_KINDS,
     JSON,
     PROBE_STATE,
     annotations_of,
     is_owned,
     key_of,
-    service_of,
+    owned_address_objects,
     state_annotation,
+    with_state_annotation,
 )
 from syncer.render import (
     PortSet,
@@ -63,7 +64,6 @@ MAX_TRACKED = 2000
 """State entries kept per Service (the Endpoints object holds every address of its Service:
 its annotation must stay well under the API's 256 KiB). Beyond that, entries of addresses
 still counting toward a flip go first; such an address starts fresh next run."""
-ADDRESS_KINDS = ("EndpointSlice", "Endpoints")
 
 ServiceKey = tuple[str, str]
 Ident = tuple[str, PortSet]
@@ -196,7 +196,7 @@ def decide(specs: Sequence[ServiceSpec], results: Mapping[tuple[ServiceKey, Iden
            current: Iterable[JSON], owner: str) -> Readiness:
     """Each probed backend's readiness from its result (none: not probed, as the source
     says) and its recorded state."""
-    mine = _owned_address_objects(current, owner)
+    mine = owned_address_objects(current, owner)
     out = Readiness()
     for spec in specs:
         key = service_key(spec)
@@ -297,14 +297,6 @@ def _published_now(objs: Iterable[JSON]) -> dict[Ident, bool]:
     return now
 
 
-def _owned_address_objects(current: Iterable[JSON], owner: str) -> dict[ServiceKey, list[JSON]]:
-    found: dict[ServiceKey, list[JSON]] = defaultdict(list)
-    for obj in current:
-        if obj.get("kind") in ADDRESS_KINDS and is_owned(obj, owner):
-            found[(obj["metadata"].get("namespace", ""), service_of(obj))].append(obj)
-    return found
-
-
 def _annotated(obj: JSON, states: Mapping[str, str], current: JSON | None) -> JSON:
     """The object with the state of the addresses it holds; `{}` where state is cleared
     (updates keep annotations they are not told about); none where there never was any."""
@@ -312,9 +304,4 @@ def _annotated(obj: JSON, states: Mapping[str, str], current: JSON | None) -> JS
         return obj
     held = {k: states[k] for k in (endpoint_key(e.address, e.ports) for e in address_entries(obj))
             if k in states}
-    if not held and (current is None or PROBE_STATE not in annotations_of(current)):
-        return obj
-    md = obj["metadata"]
-    annotations = {**md.get("annotations", {}),
-                   PROBE_STATE: json.dumps(held, sort_keys=True, separators=(",", ":"))}
-    return {**obj, "metadata": {**md, "annotations": annotations}}
+    return with_state_annotation(obj, PROBE_STATE, held, current)

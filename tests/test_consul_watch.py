@@ -432,16 +432,27 @@ def object_writes(kube: KubeApiServer) -> list[str]:
             if r.method != "GET" and "/events" not in r.path]
 
 
-@pytest.mark.slow
-def test_run_watch_follows_a_deregistration_and_exits_on_sigterm(
-        consul: ConsulDouble, kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+def watch_mode(consul: ConsulDouble, kubeconfig: Path, tmp_path: Path) -> Loop:
+    """`run --watch --interval 300` of the `consul` fixture, past its first full sync: any
+    change seen within seconds came through the watch."""
     config = tmp_path / "config.yaml"
     config.write_text("owner: cluster-a\nnamespace: external\nsources:\n"
                       f"  - {{name: catalog, provider: consul, url: '{consul.url}', "
-                      "timeout_seconds: 2}\n")
+                      "timeout_seconds: 1}\n")
     watching = Loop(config, kubeconfig, "--watch", "--interval", "300")
     try:
         watching.wait_for(lambda: "summary created=6" in watching.log, timeout=30)
+    except BaseException:
+        watching.kill()
+        raise
+    return watching
+
+
+@pytest.mark.slow
+def test_run_watch_follows_a_deregistration_and_exits_on_sigterm(
+        consul: ConsulDouble, kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    watching = watch_mode(consul, kubeconfig, tmp_path)
+    try:
         assert slice_addresses(kube, "web") == {"192.0.2.10", "192.0.2.11"}
         time.sleep(0.5)  # the watches are blocked now
         writes = len(object_writes(kube))
@@ -463,13 +474,8 @@ def test_run_watch_follows_a_deregistration_and_exits_on_sigterm(
 @pytest.mark.slow
 def test_run_watch_keeps_the_last_state_while_consul_is_down_and_recovers(
         consul: ConsulDouble, kube: KubeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text("owner: cluster-a\nnamespace: external\nsources:\n"
-                      f"  - {{name: catalog, provider: consul, url: '{consul.url}', "
-                      "timeout_seconds: 1}\n")
-    watching = Loop(config, kubeconfig, "--watch", "--interval", "300")
+    watching = watch_mode(consul, kubeconfig, tmp_path)
     try:
-        watching.wait_for(lambda: "summary created=6" in watching.log, timeout=30)
         time.sleep(0.5)  # the watches are blocked now
         writes = len(object_writes(kube))
         consul.stop()  # the port closes, held queries are cut
