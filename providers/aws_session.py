@@ -30,6 +30,7 @@ from syncer.plugin import (
     TransientSourceError,
     import_optional,
     redact_remote_message,
+    split_http_url,
 )
 
 if TYPE_CHECKING:
@@ -103,8 +104,8 @@ class AwsOptions(ProviderOptions):
     @field_validator("endpoint_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("expected an http:// or https:// URL")
+        if url is not None:
+            split_http_url(url, credentials_instead="the AWS credential chain")
         return url
 
     @model_validator(mode="after")

@@ -58,6 +58,7 @@ from syncer.plugin import (
     port_name_problem,
     redact_remote_message,
     service_name_problem,
+    split_http_url,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8500"
@@ -86,22 +87,13 @@ def normalise_url(value: str) -> str:
     text = value.strip()
     if not text:
         raise ValueError("expected a URL like http://consul.example:8500 or host:port")
-    parts = urllib.parse.urlsplit(text if "://" in text else f"http://{text}")
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
-    if "@" in parts.netloc:
-        # Never echo the value: it may hold a password.
-        raise ValueError("credentials in the URL are not supported; use token or token_file")
+    parts = split_http_url(text if "://" in text else f"http://{text}",
+                           credentials_instead="token or token_file")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"expected scheme://host:port without a path or query, got {text!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"the port in {text!r} is not a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise ValueError(f"no host in {text!r}")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+    host = str(parts.hostname)
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def kube_name(consul_name: str, prefix: str, rename: Mapping[str, str]) -> str:

@@ -30,6 +30,7 @@ from syncer.plugin import (
     TransientSourceError,
     header_value_problem,
     redact_remote_message,
+    split_http_url,
 )
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -38,22 +39,6 @@ USER_AGENT = "endpoints-sync"
 _JSON_TYPE = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 # Worth another try on the next run: the server is busy or broken for now.
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-def _http_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value.strip())
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
-    if "@" in parts.netloc:
-        # Never echo the value: it may hold a password.
-        raise ValueError("credentials in the URL are not supported; use bearer_token")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError("the port of the URL is not a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise ValueError("no host in the URL")
-    return value.strip()
 
 
 class HttpSdOptions(TargetMappingOptions, TlsOptions):
@@ -71,7 +56,8 @@ class HttpSdOptions(TargetMappingOptions, TlsOptions):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return _http_url(v)
+        split_http_url(v.strip(), credentials_instead="bearer_token")
+        return v.strip()
 
     @field_validator("bearer_token")
     @classmethod

@@ -4,11 +4,29 @@ so that `ca_file` means the same to every source."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from syncer.options import ConfigPath, ProviderOptions
+
+
+def split_http_url(text: str, *, credentials_instead: str) -> urllib.parse.SplitResult:
+    """The one check of a source's http(s) URL: the scheme, no credentials in it (never
+    echoed: use `credentials_instead`), a port that is a number, a host."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
+    if "@" in parts.netloc:
+        raise ValueError(f"credentials in the URL are not supported; use {credentials_instead}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"the port in {text!r} is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"no host in {text!r}")
+    return parts
 
 
 def header_value_problem(text: str) -> str | None:

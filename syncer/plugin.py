@@ -52,7 +52,7 @@ from syncer.documents import config_error_from, load_document
 from syncer.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
 from syncer.filewatch import watch_files
 from syncer.grouping import group_services
-from syncer.httpoptions import TlsOptions, header_value_problem
+from syncer.httpoptions import TlsOptions, header_value_problem, split_http_url
 from syncer.model import Backend, Protocol, ServicePort, ServiceSpec
 from syncer.names import (
     address_problem,
@@ -139,6 +139,7 @@ __all__ = [
     "redact_remote_message",
     "service_name_problem",
     "service_ports_problem",
+    "split_http_url",
     "watch_files",
     "watches",
     "zone_problem",

@@ -413,7 +413,7 @@ def test_an_untrusted_certificate_fails_permanently_unless_verify_is_off(
 @pytest.mark.parametrize(("options", "expected"), [
     ({"url": "ftp://x/sd"}, r"sources\[0\]\.url: expected an http:// or https:// URL"),
     ({"url": "http://user:pw@h/sd"}, r"sources\[0\]\.url: credentials in the URL"),
-    ({"url": "http://h:99999/sd"}, r"sources\[0\]\.url: the port of the URL"),
+    ({"url": "http://h:99999/sd"}, r"sources\[0\]\.url: the port in .* is not a number"),
     ({"service": "a", "service_label": "job"}, r"sources\[0\]: give `service`.*exactly one"),
     ({"service_label": None}, r"exactly one"),
     ({"service": "Bad_Name"}, r"sources\[0\]\.service: expected a Service name"),
