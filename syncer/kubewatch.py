@@ -191,6 +191,8 @@ class _Stream:
     def _watch(self, version: str) -> str:
         """One watch from `version` until the server ends it: the last resourceVersion seen.
         _Dropped (with that version) when the stream broke off."""
+        if self.feed.halted.is_set():  # stopped while the LIST was out: no new request
+            return version
         timeout = WATCH_TIMEOUT + random.randint(0, WATCH_JITTER)
         try:
             response = self.kube.open_watch(self.kind, self.selector, self.namespace, version,

@@ -113,7 +113,11 @@ class Silent:
                 self.held.append(self.sock.accept()[0])
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept() (Linux); shutdown() does.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
         for s in self.held:
             s.close()
 
