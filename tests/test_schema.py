@@ -59,6 +59,7 @@ AWS_COMMON = {"regions": ["us-east-1"], "endpoint_url": "http://127.0.0.1:1", "m
 ACCEPTED: dict[str, Any] = {
     "ceph-rgw example": (ROOT / "examples/ceph-rgw/config.yaml").read_text,
     "csv plugin example": (ROOT / "examples/csv/config.yaml").read_text,
+    "vms example (probes, zone hints)": (ROOT / "examples/vms/config.yaml").read_text,
     "README example": readme_example,
     # The shapes tests/test_e2e_static.py, test_secrets.py and test_aws_e2e.py write.
     "static": lambda: source_config({"name": "rgw", "provider": "static",

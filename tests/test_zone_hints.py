@@ -6,6 +6,7 @@ API's rules for the two fields checked on both servers (`cluster`)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 from providers.aws_rds import RdsProvider
 from syncer.model import Backend, ServiceSpec
+from syncer.probe import use_connector
 from syncer.render import RenderedService, RenderSettings, render
 from tests.aws_fakes import boto3_session, build, fake_aws_environment
 from tests.cli import cli, exited, run_sync
@@ -112,6 +114,29 @@ def test_the_source_setting_writes_trafficdistribution_and_a_hint_per_endpoint(
     kube.reset_requests()
     exited(run_sync(config, kubeconfig), 0)
     assert writes(kube) == []  # the server's copy compares equal: a no-op
+
+
+def test_the_vms_example_renders_zone_hints_without_probing() -> None:
+    """examples/vms: `render` shows the hints; it never probes (nothing is dialled)."""
+    dials: list[tuple[str, int]] = []
+
+    def refuse(address: str, port: int, timeout: float) -> socket.socket:
+        dials.append((address, port))
+        raise ConnectionRefusedError(address)
+
+    with use_connector(refuse):
+        result = cli("render", "-c", "examples/vms/config.yaml", "-o", "json")
+    exited(result, 0)
+    assert dials == []
+    objs = json.loads(result.stdout)["items"]
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    assert {n: s["spec"].get("trafficDistribution") for n, s in services.items()} == {
+        "web": "PreferClose", "db": "PreferClose"}
+    hinted = {e["addresses"][0]: [z["name"] for z in e["hints"]["forZones"]]
+              for o in objs if o["kind"] == "EndpointSlice" for e in o["endpoints"]}
+    assert hinted == {"192.0.2.21": ["zone-a"], "192.0.2.22": ["zone-a"],
+                      "192.0.2.23": ["zone-b"], "192.0.2.24": ["zone-b"],
+                      "192.0.2.31": ["zone-a"], "192.0.2.32": ["zone-b"]}
 
 
 def test_a_static_service_sets_it_for_itself(kube: KubeApiServer, kubeconfig: Path,
