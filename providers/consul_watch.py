@@ -28,6 +28,8 @@ from typing import TypeVar
 
 from syncer.plugin import PermanentSourceError, SourceError
 
+_RANDOM = random.Random()  # own generator: jitter never moves the global random state
+
 T = TypeVar("T")
 Fetch = Callable[[int, float], tuple[T, int | None]]
 """(index, wait seconds) -> (the answer, its X-Consul-Index or None when it had none)."""
@@ -95,7 +97,7 @@ def follow(fetch: Fetch[T], deliver: Callable[[T], None], stop: threading.Event,
     bucket = TokenBucket(pace.rate, pace.burst)
     index, failures = 0, 0
     while bucket.take(stop):
-        wait = pace.wait * random.uniform(15 / 16, 1)
+        wait = pace.wait * _RANDOM.uniform(15 / 16, 1)
         try:
             answer, returned = fetch(index, wait)
         except PermanentSourceError:

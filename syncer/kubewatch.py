@@ -40,6 +40,8 @@ from syncer.errors import KubeError
 from syncer.kube import TRANSIENT_STATUSES, Kube
 from syncer.ownership import JSON
 
+_RANDOM = random.Random()  # own generator: jitter never moves the global random state
+
 log = logging.getLogger("endpoints_sync")
 
 KINDS = ("Service", "EndpointSlice", "Endpoints")
@@ -193,7 +195,7 @@ class _Stream:
         _Dropped (with that version) when the stream broke off."""
         if self.feed.halted.is_set():  # stopped while the LIST was out: no new request
             return version
-        timeout = WATCH_TIMEOUT + random.randint(0, WATCH_JITTER)
+        timeout = WATCH_TIMEOUT + _RANDOM.randint(0, WATCH_JITTER)
         try:
             response = self.kube.open_watch(self.kind, self.selector, self.namespace, version,
                                             timeout, IDLE_TIMEOUT)

@@ -50,6 +50,8 @@ from typing import Any, Literal
 
 from tests.loopback_http import LoopbackHTTPServer
 
+_RANDOM = random.Random()  # own generator: jitter never moves the global random state
+
 Status = Literal["passing", "warning", "critical"]
 IndexHeader = Literal["normal", "zero", "absent"]
 TOKEN_HEADER = "X-Consul-Token"
@@ -400,7 +402,7 @@ class ConsulDouble:
         False: the double stopped meanwhile (never answer)."""
         min_index = int(query["index"][0])
         wait = min(parse_wait(query["wait"][0]) if "wait" in query else DEFAULT_WAIT, MAX_WAIT)
-        deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+        deadline = time.monotonic() + wait + _RANDOM.uniform(0, wait / 16)
         with self._changed:
             restores = self._restores
             while (min_index > 0 and self._endpoint_index(path) <= min_index

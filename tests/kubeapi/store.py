@@ -29,6 +29,8 @@ from tests.kubeapi.resources import ALL, ENDPOINT_SLICES, NAMESPACES, SERVICES, 
 from tests.kubeapi.selectors import FieldSelector, LabelSelector
 from tests.kubeapi.validation import validate
 
+_RANDOM = random.Random()  # own generator: jitter never moves the global random state
+
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
 EVERYTHING = LabelSelector()
@@ -452,7 +454,7 @@ class Store:
     def _generate_name(self, res: Resource, namespace: str, prefix: str) -> str:
         alphabet = "bcdfghjklmnpqrstvwxz2456789"  # the real generator's alphabet
         while True:
-            name = prefix + "".join(random.choices(alphabet, k=5))
+            name = prefix + "".join(_RANDOM.choices(alphabet, k=5))
             if (namespace, name) not in self._objects[res.plural]:
                 return name
 
