@@ -42,6 +42,7 @@ from syncer.plugin import (
     labels_problem,
     load_document,
     port_name_problem,
+    probe_port_problem,
     service_ports_problem,
     watch_files,
     zone_problem,
@@ -248,24 +249,12 @@ def _backend_ports(entry: ServiceEntry, ep: EndpointEntry, file: str, field: str
     return shared.setdefault(tuple(ports.items()), dict(ports))
 
 
-def _probe_port_problem(entry: ServiceEntry) -> str | None:
-    """A probe's port name must be one of the Service's TCP ports (syncer.probe)."""
-    if entry.probe is None or isinstance(entry.probe.port, int) or not entry.ports:
-        return None
-    by_name = {p.name: p for p in entry.ports}
-    port = entry.probe.port if entry.probe.port is not None else entry.ports[0].name
-    if port not in by_name:
-        return f"no Service port named {port!r}; the Service's ports are {sorted(by_name)}"
-    if by_name[port].protocol != "TCP":
-        return f"port {port!r} is {by_name[port].protocol}; probes connect over TCP"
-    return None
-
-
 _NO_META: Mapping[str, str] = {}  # read-only; one for every static Backend
 
 
 def _to_spec(entry: ServiceEntry, file: str, where: str) -> ServiceSpec:
-    problem = _probe_port_problem(entry)
+    problem = entry.probe and probe_port_problem({p.name: p.protocol for p in entry.ports},
+                                                 entry.probe)
     if problem:
         raise ConfigError(file, f"{where}.probe.port", problem)
     ports = tuple(ServicePort(p.name, p.port, p.protocol, p.app_protocol) for p in entry.ports)

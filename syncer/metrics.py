@@ -127,7 +127,7 @@ class Metrics:
 
     def observe(self, config: Config, outcome: Outcome, duration: float) -> None:
         plan, desired = outcome.plan, outcome.desired
-        self.count_objects(outcome)
+        self.count(outcome)
         held = Tally[str](h.reason for h in plan.held)
         for reason in HELD_REASONS:
             self.held.labels(reason).set(held[reason])
@@ -150,13 +150,16 @@ class Metrics:
         readiness = outcome.readiness
         self.probe_not_ready.clear()
         for source in {*readiness.passed, *readiness.failed}:
-            self.probes.labels(source, "pass").inc(readiness.passed[source])
-            self.probes.labels(source, "fail").inc(readiness.failed[source])
             self.probe_not_ready.labels(source).set(readiness.held_down[source])
         self.ended(outcome.exit_code == 0, duration)
 
-    def count_objects(self, outcome: Outcome) -> None:
-        """The objects a run (or watch mode's sync of a few Services) wrote or left."""
+    def count(self, outcome: Outcome) -> None:
+        """The counters of a run or of watch mode's sync of a few Services: the objects it
+        wrote or left, the probes it made."""
+        readiness = outcome.readiness
+        for source in {*readiness.passed, *readiness.failed}:
+            self.probes.labels(source, "pass").inc(readiness.passed[source])
+            self.probes.labels(source, "fail").inc(readiness.failed[source])
         applied = outcome.applied
         if applied is not None:  # a dry run writes nothing
             done = {"created": applied.created, "updated": applied.updated,

@@ -85,7 +85,7 @@ from syncer.options import (
     Secret,
     ServiceName,
 )
-from syncer.probeoptions import ProbeOptions, TrafficDistribution
+from syncer.probeoptions import ProbeOptions, TrafficDistribution, probe_port_problem
 from syncer.secrets import redact, redact_remote_message
 
 __all__ = [
@@ -135,6 +135,7 @@ __all__ = [
     "load_document",
     "namespace_problem",
     "port_name_problem",
+    "probe_port_problem",
     "redact",
     "redact_remote_message",
     "service_name_problem",

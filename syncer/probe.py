@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from syncer import __version__
 from syncer.logs import service_fields
 from syncer.model import ServiceSpec
+from syncer.probeoptions import probe_port_problem
 from syncer.readiness import Ident, ProbeResult, ServiceKey, service_key
 from syncer.render import group_backends
 
@@ -117,8 +118,8 @@ def _targets(spec: ServiceSpec, probe: ProbeOptions) -> dict[Ident, Target]:
         return {}
     found = {}
     for ports, backends in group_backends(spec).items():
+        number = port_of(dict(ports))
         for address, b in backends.items():
-            number = port_of(dict(ports))
             if b.ready and number is not None:
                 found[(address, ports)] = Target(address, number, probe)
     return found
@@ -133,18 +134,14 @@ def _port_rule(spec: ServiceSpec, probe: ProbeOptions) -> tuple[PortRule, str | 
     if isinstance(probe.port, int):
         number = probe.port
         return (lambda ports: number), None
-    by_name = {p.name: p for p in spec.ports}
-    name = probe.port if probe.port is not None else spec.ports[0].name if spec.ports else None
-    chosen = by_name.get(name) if name is not None else None
-    if chosen is None:
-        return (lambda ports: None), (f"its probe's port {name!r} is not one of its ports "
-                                         f"{sorted(by_name)}")
-    if chosen.protocol != "TCP":
-        return (lambda ports: None), (f"its probe's port {name!r} is {chosen.protocol}; "
-                                         "probes connect over TCP")
+    problem = probe_port_problem({p.name: p.protocol for p in spec.ports}, probe)
+    if problem or not spec.ports:
+        return (lambda ports: None), problem or "it has no ports"
     if probe.port is None:  # the default: the first port, as the backend maps it
-        return (lambda ports: ports.get(chosen.name, next(iter(ports.values()), None))), None
-    return (lambda ports: ports.get(chosen.name)), None
+        first = spec.ports[0].name
+        return (lambda ports: ports.get(first, next(iter(ports.values()), None))), None
+    name = probe.port
+    return (lambda ports: ports.get(name)), None
 
 
 def run_probes(jobs: Mapping[str, Collection[Target]],
@@ -267,17 +264,21 @@ def _handshake(ctx: ssl.SSLContext, sock: socket.socket, name: str,
     import ssl
 
     tls = ctx.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
-    tls.setblocking(False)
-    while True:
-        try:
-            tls.do_handshake()
-            return tls
-        except ssl.SSLWantReadError:
-            ready = select.select([tls], [], [], _remaining(deadline))[0]
-        except ssl.SSLWantWriteError:
-            ready = select.select([], [tls], [], _remaining(deadline))[1]
-        if not ready:
-            raise TimeoutError
+    try:  # `sock` is detached now: a failed handshake must close `tls`
+        tls.setblocking(False)
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                ready = select.select([tls], [], [], _remaining(deadline))[0]
+            except ssl.SSLWantWriteError:
+                ready = select.select([], [tls], [], _remaining(deadline))[1]
+            if not ready:
+                raise TimeoutError
+    except BaseException:
+        tls.close()
+        raise
 
 
 def _status(sock: socket.socket, request: bytes, deadline: float) -> int:

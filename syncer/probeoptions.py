@@ -5,6 +5,7 @@ backend answers before it is published as ready. The keys and values are a contr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,3 +123,17 @@ class ProbeOptions(BaseModel):
         if self.ca_file is not None and not self.verify:
             raise ValueError("ca_file has no use with verify: false")
         return self
+
+
+def probe_port_problem(protocols: Mapping[str, str], probe: ProbeOptions) -> str | None:
+    """Why `probe` cannot probe a Service whose ports are `protocols` (port name ->
+    protocol, in order), if it cannot: a port name must be one of its TCP ports (a number is
+    probed as it is; no name means the first port)."""
+    if isinstance(probe.port, int) or not protocols:
+        return None
+    port = probe.port if probe.port is not None else next(iter(protocols))
+    if port not in protocols:
+        return f"no Service port named {port!r}; the Service's ports are {sorted(protocols)}"
+    if protocols[port] != "TCP":
+        return f"port {port!r} is {protocols[port]}; probes connect over TCP"
+    return None

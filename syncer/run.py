@@ -166,6 +166,9 @@ def _kept_by_provider(source: str, kept: Iterable[Kept],
 def _with_source_metadata(spec: ServiceSpec, source: SourceConfig) -> ServiceSpec:
     """The source's configured labels and annotations go over the provider's own; its probe
     and traffic_distribution apply where the provider set none."""
+    if not (source.labels or source.annotations or (source.probe and spec.probe is None)
+            or (source.traffic_distribution and spec.traffic_distribution is None)):
+        return spec
     return dataclasses.replace(
         spec, labels={**spec.labels, **source.labels},
         annotations={**spec.annotations, **source.annotations},
@@ -193,11 +196,10 @@ def list_owned(kube: Kube, config: Config) -> list[JSON]:
     return current
 
 
-def read_cluster(kube: Kube, config: Config, rendered: list[RenderedService],
-                 listed: list[JSON] | None = None) -> list[JSON]:
-    """Everything this owner manages (`listed`, if already read), plus any same-named object
-    in the way of a new one."""
-    current = list_owned(kube, config) if listed is None else listed
+def read_cluster(kube: Kube, rendered: list[RenderedService], listed: list[JSON]) -> list[JSON]:
+    """What this owner manages (`listed`), plus any same-named object in the way of a new
+    one."""
+    current = listed
     owned = {("Service", o["metadata"]["namespace"], o["metadata"]["name"])
              for o in current if o["kind"] == "Service"}
     for svc in rendered:
@@ -274,7 +276,7 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
         rendered = keep_valid(render_all(desired.specs, render_settings(config)),
                               desired.skipped)
         listed = listing.result()
-    current = read_cluster(kube, config, rendered, listed)
+    current = read_cluster(kube, rendered, listed)
     # Probe outcomes set Backend.ready before the final render and damping (both read it).
     readiness = _probed(desired, rendered, current, config.owner, connector)
     rendered = readiness.rerendered(rendered, render_settings(config))
@@ -308,8 +310,9 @@ def _probed(desired: Desired, rendered: list[RenderedService], current: list[JSO
     (syncer.readiness); desired.specs gets the published readiness."""
     written = {(r.namespace, r.name) for r in rendered}
     specs = [s for s in desired.specs if service_key(s) in written]
-    readiness = decide(desired.specs, probe_specs(specs, connector), current, owner)
-    desired.specs = readiness.specs
+    readiness = decide(specs, probe_specs(specs, connector), current, owner)
+    published = {service_key(s): s for s in readiness.specs}
+    desired.specs = [published.get(service_key(s), s) for s in desired.specs]
     return readiness
 
 

@@ -369,7 +369,7 @@ class Watcher:
             self._retry_later(services, f"Kubernetes API: {e}")
             return
         self._remember(outcome)
-        self.telemetry.metrics.count_objects(outcome)
+        self.telemetry.metrics.count(outcome)
         counts = outcome.counts()
         shown = {k: counts[k] for k in ("created", "updated", "deleted", "unchanged")}
         log.info("watch: synced %d services: %s duration=%.2fs", len(specs),
