@@ -55,7 +55,10 @@ class ApplyResult:
                 self.done.append((change, action))
 
     def wrote(self, key: Key, obj: JSON | None) -> None:
+        """`obj`: what the API server answered (None: the object was deleted)."""
         version = None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
+        if obj is not None and version is None:
+            return  # no version to recognise the echo by; never taken for a delete
         with self._lock:
             self.written[key] = None if version is None else str(version)
 

@@ -264,8 +264,8 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
     probed all the same: the plan shows readiness changes.
 
     Watch mode's incremental sync (syncer.watch) passes the `desired` state of a few Services
-    (instead of discovering every source) and `read_owned`, which reads only their objects
-    (instead of everything this owner manages)."""
+    (instead of discovering every source) and `read_owned`, which reads only their objects,
+    same-named ones in the way included (instead of everything this owner manages)."""
     config = loaded.config
     desired = discover(loaded, resolver) if desired is None else desired
     read = read_owned or (lambda kube: list_owned(kube, config))
@@ -276,7 +276,8 @@ def sync(loaded: Loaded, connect: Callable[[], Kube], *, apply: bool, force: boo
         rendered = keep_valid(render_all(desired.specs, render_settings(config)),
                               desired.skipped)
         listed = listing.result()
-    current = read_cluster(kube, rendered, listed)
+    # read_owned reads same-named objects in the way already (syncer.watch.read_services).
+    current = listed if read_owned is not None else read_cluster(kube, rendered, listed)
     # Probe outcomes set Backend.ready before the final render and damping (both read it).
     readiness = _probed(desired, rendered, current, config.owner, connector)
     rendered = readiness.rerendered(rendered, render_settings(config))

@@ -179,8 +179,7 @@ class Feeds:
 
     def _keep_watching(self, watch: Callable[[threading.Event], None],
                        source: str | None) -> None:
-        first = retry_first()
-        delay = first
+        backoff = Backoff(retry_first(), self._backoff_max)
         extra = {"event": "watch_failed", **({"source": source} if source else {})}
         while not self.stop.is_set():
             started = time.monotonic()
@@ -199,13 +198,13 @@ class Feeds:
             if self.stop.is_set():
                 return  # interrupted by the shutdown: not a failure
             if time.monotonic() - started > self._backoff_max:
-                delay = first  # it had been running well: a new failure starts afresh
+                backoff.after(False)  # it had been running well: a new failure starts afresh
+            delay = backoff.after(True)
             what = "the last state is kept" if source else "repairs wait for the full resync"
             log.error("watch failed (%s); watching again in %gs: %s", what, delay, problem,
                       extra=extra)
             if self.stop.wait(delay):
                 return
-            delay = min(delay * 2, self._backoff_max)
 
 
 class Watcher:
@@ -221,6 +220,8 @@ class Watcher:
         self.resolver: Resolver | None = None
         self.results: dict[str, SourceResult] = {}
         """Each source's last state: from the last full resync, or its watch since."""
+        self._desired: Desired | None = None
+        """desired_of(results), made when first needed after `results` changed."""
         self.written: dict[Key, str | None] = {}
         """What our writes left (resourceVersion, None: deleted): their echoes are not news."""
         self.kube: Kube | None = None
@@ -248,6 +249,7 @@ class Watcher:
         def run() -> Outcome:
             results = discover_all(loaded, resolver)
             self.results = {r.source: r for r in results}
+            self._desired = None
             self.inbox.forget_states_before(started)
             return sync(loaded, self._connect, apply=True, force=self.force, stop=stop,
                         desired=desired_of(results))
@@ -284,11 +286,11 @@ class Watcher:
             if stop.is_set():
                 return
             batch = self.inbox.take()
-            touched = self._touched(batch)
-            if batch.relisted:
+            if batch.relisted:  # the resync reads every source again: states taken included
                 log.info("the Kubernetes watch lost events: full resync now",
                          extra={"event": "watch_relisted"})
                 return
+            touched = self._touched(batch)
             if self.retry_at is not None and time.monotonic() >= self.retry_at:
                 touched |= self.retry
                 self.retry, self.retry_at = set(), None
@@ -324,6 +326,7 @@ class Watcher:
                     continue
                 changed = changed_services(self.results.get(name), result)
                 self.results[name] = result
+                self._desired = None
                 if changed:
                     log.info("%d services changed", len(changed),
                              extra={"source": name, "event": "watch_changed",
@@ -351,7 +354,9 @@ class Watcher:
         """The incremental sync: only the touched Services' objects are read and written."""
         assert self.loaded is not None
         loaded = self.loaded
-        desired = desired_of(self.results.values())
+        if self._desired is None:  # merging logs its clashes: once per change of state
+            self._desired = desired_of(self.results.values())
+        desired = self._desired
         specs = [s for s in desired.specs if service_key(s) in touched]
         if not specs:
             log.debug("%d touched Services, none to sync (gone from their source, kept, or "
