@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syncer.documents import config_error_from, document_name, load_document
+from syncer.documents import config_error_from, document_name, folder_of, load_document
 from syncer.errors import ConfigError
 from syncer.names import annotations_problem, label_value_problem, labels_problem
 from syncer.options import CONFIG_DIR, Cidr, IpAddress, Namespace
@@ -178,6 +178,6 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(shown, "", "expected a mapping with at least a 'sources' list")
     try:
-        return Config.model_validate(data, context={CONFIG_DIR: Path(path).parent.absolute()})
+        return Config.model_validate(data, context={CONFIG_DIR: folder_of(path)})
     except ValidationError as e:
         raise config_error_from(shown, e) from None

@@ -46,6 +46,12 @@ def document_name(path: str | Path) -> str:
     return STDIN_NAME if str(path) == STDIN else str(path)
 
 
+def folder_of(path: str | Path) -> Path:
+    """The folder a document's relative paths resolve against: its own (symlinks resolved,
+    as a ConfigMap mount's are), or the working directory for standard input."""
+    return Path.cwd() if str(path) == STDIN else Path(path).resolve().parent
+
+
 def field_path(loc: Sequence[int | str]) -> str:
     """Pydantic's error location as a config path: ('sources', 1, 'region') -> sources[1].region."""
     out = ""

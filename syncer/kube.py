@@ -81,7 +81,7 @@ _KINDS: dict[str, tuple[str, str, str]] = {
 _EVENTS_PATH = "/apis/events.k8s.io/v1"
 # client method verb -> HTTP method
 _HTTP_METHODS = {"list": "GET", "read": "GET", "create": "POST", "replace": "PUT",
-                 "delete": "DELETE", "watch": "GET"}
+                 "delete": "DELETE"}
 # client method verb -> RBAC verb ("watch": a list method's watch=true, syncer/kubewatch.py)
 _RBAC_VERBS = {"list": "list", "read": "get", "create": "create", "replace": "update",
                "delete": "delete", "watch": "watch"}
@@ -209,22 +209,18 @@ class Kube:
         """Open a watch (one attempt, no retries: the caller resumes) and return urllib3's
         streaming response, JSON lines, for the caller to read, shutdown() and close()."""
         group, plural, resource = _KINDS[kind]
-        where = f"in namespace {namespace}" if namespace else "(all namespaces)"
-        request = _Request(f"watch {kind} {where}", "watch", resource, namespace)
+        request = _Request(_what("watch", kind, namespace), "watch", resource, namespace)
         query = {"watch": "true", "allowWatchBookmarks": "true",
                  "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
                  "labelSelector": label_selector}
-        try:
+
+        def open_stream() -> Any:
             response = _send(self._api_client, "GET", _path(group, plural, namespace), query,
                              None, (self._timeout, read_timeout))
-        except ApiException as e:
-            if e.status:
-                self._warn(e.headers)
-            raise _api_error(e, request) from None
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise _unanswered(e, request, self._host) from None
-        self._warn(response.headers)
-        return response
+            self._warn(response.headers)
+            return response
+
+        return self._answered(open_stream, request)
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -244,15 +240,10 @@ class Kube:
               query: dict[str, Any] | None = None, what_name: str | None = None) -> JSON:
         """One request about `kind` (`name` in the URL for read, replace, delete)."""
         group, plural, resource = _KINDS[kind]
-        shown = what_name or name
-        if shown:
-            what = f"{verb} {kind} {namespace}/{shown}"
-        else:
-            what = f"{verb} {kind} " + (f"in namespace {namespace}" if namespace
-                                        else "(all namespaces)")
         path = _path(group, plural, namespace, name)
         query = {k: v for k, v in (query or {}).items() if v is not None}
-        request = _Request(what, _RBAC_VERBS[verb], resource, namespace)
+        request = _Request(_what(verb, kind, namespace, what_name or name), _RBAC_VERBS[verb],
+                           resource, namespace)
         return self._with_retries(
             lambda t: self._json(_HTTP_METHODS[verb], path, query, body, t), request)
 
@@ -262,6 +253,20 @@ class Kube:
         self._warn(response.headers)
         data = response.data
         result: JSON = json.loads(data) if data else {}
+        return result
+
+    def _answered(self, fn: Callable[[], T], request: _Request) -> T:
+        """One request: its errors as KubeErrors; any answer ends the "silent" state."""
+        try:
+            result = fn()
+        except ApiException as e:
+            if e.status:
+                self._silent.clear()  # an answer, if not the one hoped for
+                self._warn(e.headers)
+            raise _api_error(e, request) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _unanswered(e, request, self._host) from None
+        self._silent.clear()
         return result
 
     def _with_retries(self, fn: Callable[[float], T], request: _Request,
@@ -274,17 +279,7 @@ class Kube:
 
         def attempt() -> T:
             left = budget - (time.monotonic() - started)
-            try:
-                result = fn(max(0.5, min(self._timeout, left)))
-            except ApiException as e:
-                if e.status:
-                    self._silent.clear()  # an answer, if not the one hoped for
-                    self._warn(e.headers)
-                raise _api_error(e, request) from None
-            except (urllib3.exceptions.HTTPError, OSError) as e:
-                raise _unanswered(e, request, self._host) from None
-            self._silent.clear()
-            return result
+            return self._answered(lambda: fn(max(0.5, min(self._timeout, left))), request)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -330,6 +325,13 @@ class _Request:
                  "`namespaces:` and grant a Role in each)")
         return (f"the ServiceAccount (or kubeconfig user) needs `{self.verb}` on "
                 f"{self.resource} {where}: see {RBAC_FILE}")
+
+
+def _what(verb: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """A request as messages name it: `read Service ns/name`, `list Service (all namespaces)`."""
+    if name:
+        return f"{verb} {kind} {namespace}/{name}"
+    return f"{verb} {kind} " + (f"in namespace {namespace}" if namespace else "(all namespaces)")
 
 
 def _path(group: str, plural: str, namespace: str | None, name: str | None = None) -> str:

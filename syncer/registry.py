@@ -12,13 +12,12 @@ import importlib.util
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from syncer.config import Config, SourceConfig
-from syncer.documents import STDIN, config_error_from, document_name
+from syncer.documents import config_error_from, document_name, folder_of
 from syncer.errors import ConfigError
 from syncer.options import CONFIG_DIR
 from syncer.plugin import (
@@ -125,7 +124,7 @@ def build_sources(config: Config, config_file: str) -> list[Source]:
     """Build every source's provider; a plugin problem or a bad option is a ConfigError."""
     plugins = installed()
     # `-c -` (standard input): relative paths in it resolve against the working directory.
-    config_dir = Path.cwd() if config_file == STDIN else Path(config_file).resolve().parent
+    config_dir = folder_of(config_file)
     config_file = document_name(config_file)
     sources = []
     for i, sc in enumerate(config.sources):
