@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--no-large", dest="large", action="store_false",
                         help="leave out the 50 MB inventory (bench/large.py: about 3 minutes)")
     parser.add_argument("--no-providers", dest="providers", action="store_false",
-                        help="leave out Consul at concurrency 8 vs 1 (bench/consul.py)")
+                        help="leave out Consul at concurrency 8 vs 1 (bench/consul_scale.py)")
     parser.add_argument("--watch", action="store_true",
                         help="also measure run --watch against run --interval 10 "
                              "(bench/watch.py, about 5 minutes)")
@@ -108,10 +108,7 @@ def main() -> int:
     for met, text in report.targets(results):
         print(f"  [{'met' if met else 'NOT MET'}] {text}")
     if "watch" in results:
-        print("\n" + "\n".join(report.watch_table(results["watch"])))
-        print("\ntargets (issue #13):")
-        for met, text in report.watch_targets(results["watch"]):
-            print(f"  [{'met' if met else 'NOT MET'}] {text}")
+        _print_watch(results["watch"])
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     from bench import plot  # matplotlib: only once there is something to draw
@@ -119,6 +116,13 @@ def main() -> int:
     plot.draw(results, args.output / "results.png")
     print(f"\nwrote {args.output / 'results.json'} and {args.output / 'results.png'}")
     return 0
+
+
+def _print_watch(watch: dict[str, Any]) -> None:
+    print("\n" + "\n".join(report.watch_table(watch)))
+    print("\ntargets (issue #13):")
+    for met, text in report.watch_targets(watch):
+        print(f"  [{'met' if met else 'NOT MET'}] {text}")
 
 
 def watch_only(args: argparse.Namespace) -> int:
@@ -129,9 +133,7 @@ def watch_only(args: argparse.Namespace) -> int:
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
         "machine": machine(), "sizes": []}
     results["watch"] = {**watch.measure(args.watch_idle), "machine": machine()}
-    print("\n".join(report.watch_table(results["watch"])))
-    for met, text in report.watch_targets(results["watch"]):
-        print(f"  [{'met' if met else 'NOT MET'}] {text}")
+    _print_watch(results["watch"])
     args.output.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     plot.draw(results, args.output / "results.png")

@@ -28,10 +28,10 @@ from syncer.names import (
     is_dns_name,
     labels_problem,
     namespace_problem,
-    parse_ip,
     service_name_problem,
     service_ports_problem,
     special_ip_reason,
+    strict_ip,
     zone_problem,
 )
 from syncer.resolve import Resolver, resolve_names
@@ -159,7 +159,7 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
     known = {p.name for p in spec.ports}
     out = []
     for b in spec.backends:
-        ip = _strict_ip(b.address)  # parsed once: this loop runs for every backend
+        ip = strict_ip(b.address)  # parsed once: this loop runs for every backend
         problem = _backend_problem(b, known, ip)
         if problem:
             log.warning("service %s/%s: backend %s dropped: %s", namespace,
@@ -174,13 +174,6 @@ def _backends(source: str, spec: ServiceSpec, namespace: str, resolved: dict[str
             address = one.compressed
             out.append(b if address == b.address else dataclasses.replace(b, address=address))
     return out
-
-
-def _strict_ip(address: str) -> IPAddress | None:
-    try:
-        return parse_ip(address)
-    except ValueError:
-        return None
 
 
 def _resolved_ips(name: str, resolved: dict[str, list[str]]) -> list[IPAddress]:

@@ -219,12 +219,18 @@ def ip_problem(text: str) -> str | None:
     return None
 
 
-def canonical_ip(text: str) -> str | None:
-    """The canonical form of a strictly valid IP address (see `parse_ip`), else None."""
+def strict_ip(text: str) -> IPAddress | None:
+    """A strictly valid IP address (see `parse_ip`), else None."""
     try:
-        return parse_ip(text).compressed
+        return parse_ip(text)
     except ValueError:
         return None
+
+
+def canonical_ip(text: str) -> str | None:
+    """The canonical form of a strictly valid IP address (see `parse_ip`), else None."""
+    ip = strict_ip(text)
+    return None if ip is None else ip.compressed
 
 
 def special_ip_reason(ip: IPAddress) -> str | None:

@@ -80,9 +80,10 @@ def parse_route(path: str) -> Route | None:
     return Route(res, namespace, name)
 
 
-def is_watch(query: str) -> bool:
+def is_watch(query: str | dict[str, list[str]]) -> bool:
     """?watch=true (or 1): a GET of a collection or object that streams its changes."""
-    return parse_qs(query).get("watch", [""])[-1] in ("true", "1")
+    parsed = parse_qs(query) if isinstance(query, str) else query
+    return parsed.get("watch", [""])[-1] in ("true", "1")
 
 
 def _media_type(value: str | None) -> str:
@@ -124,7 +125,7 @@ class Api:
         if route is None:
             raise errors.server_not_found()
         query = parse_qs(req.query, keep_blank_values=True)
-        watch = is_watch(req.query)
+        watch = is_watch(query)
         if self.rules is not None:  # authorization comes before anything else is looked at
             rbac.authorize(self.rules, req.method, route, watch)
         if watch:

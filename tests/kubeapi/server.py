@@ -212,7 +212,7 @@ class KubeApiServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        self.api.watches.close_all()
+        self.end_watches()
         httpd.stop()
 
     def __enter__(self) -> KubeApiServer:
@@ -296,15 +296,6 @@ class KubeApiServer:
     @bookmark_interval.setter
     def bookmark_interval(self, seconds: float) -> None:
         self.api.watches.bookmark_interval = seconds
-
-    @property
-    def watch_timeout(self) -> float:
-        """Seconds a watch without timeoutSeconds lasts (default 1800)."""
-        return self.api.watches.default_timeout
-
-    @watch_timeout.setter
-    def watch_timeout(self, seconds: float) -> None:
-        self.api.watches.default_timeout = seconds
 
     # -- behaviour switches ------------------------------------------------------------
 

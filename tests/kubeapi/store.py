@@ -140,8 +140,7 @@ class Store:
             return Page([copy.deepcopy(o) for _, o in page], str(rv), token, remaining)
 
     def resource_version(self) -> str:
-        with self._lock:
-            return str(self._rv)
+        return str(self.current_version())
 
     # -- history (watches) -------------------------------------------------------------
 
@@ -169,11 +168,6 @@ class Store:
         Expired. Open watches go on, as the watch cache has their events already."""
         with self._lock:
             self._compacted = self._rv
-
-    def set_history_size(self, size: int) -> None:
-        with self._lock:
-            self._history_size = size
-            self._trim()
 
     # -- writes ------------------------------------------------------------------------
 

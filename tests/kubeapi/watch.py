@@ -103,6 +103,8 @@ class Watches:
                         batch, ended = [_error(ApiError(410, str(exc), "Expired"))], True
                         break
                     now = time.monotonic()
+                    if now >= deadline:  # first: a stream of changes must not outlive it
+                        return
                     if changes:
                         cursor = changes[-1].rv
                         batch = [e for e in (_event(c, req) for c in changes) if e is not None]
@@ -110,8 +112,6 @@ class Watches:
                         cursor = self.store.current_version()
                         batch = [_bookmark(req.res, cursor)]
                         next_bookmark = self._next_bookmark(now, deadline, True)
-                    elif now >= deadline:
-                        return
                     else:
                         self.store.changed.wait(min(deadline, next_bookmark or deadline) - now)
             yield from batch  # not under the lock: a slow client must not stall writes
