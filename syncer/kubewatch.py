@@ -168,27 +168,33 @@ class _Stream:
                 continue
             except _Dropped as e:
                 version = e.args[0]
-                log.warning("watch %s: the stream broke (%s); watching again in %.0f s",
-                            self.name, e.args[1], delay, extra={"event": "watch_error"})
+                self._say(logging.WARNING, "watch %s: the stream broke (%s); watching again "
+                          "in %.0f s", self.name, e.args[1], delay, extra={"event": "watch_error"})
             except _Expired:
-                log.info("watch %s: resourceVersion %s expired; listing again", self.name,
-                         version, extra={"event": "watch_relist"})
+                self._say(logging.INFO, "watch %s: resourceVersion %s expired; listing again",
+                          self.name, version, extra={"event": "watch_relist"})
                 version = None
                 if time.monotonic() - listed >= BACKOFF_FIRST:
                     continue  # at once, unless the last LIST just expired too
             except _Broken as e:
-                log.warning("watch %s: %s; listing again in %.0f s", self.name, e, delay,
-                            extra={"event": "watch_error"})
+                self._say(logging.WARNING, "watch %s: %s; listing again in %.0f s", self.name, e,
+                          delay, extra={"event": "watch_error"})
                 version = None
             except KubeError as e:
                 if e.status not in TRANSIENT_STATUSES:
                     self.feed.fail(e)
                     return
-                log.warning("%s; watching again in %.0f s", e, delay,
-                            extra={"event": "watch_error"})
+                self._say(logging.WARNING, "%s; watching again in %.0f s", e, delay,
+                          extra={"event": "watch_error"})
             if self.feed.halted.wait(delay):
                 return
             delay = min(delay * 2, BACKOFF_MAX)
+
+    def _say(self, level: int, msg: str, *args: object, **kwargs: Any) -> None:
+        """Log, unless the watch was stopped meanwhile (a stopped watch's last failed
+        request is not news)."""
+        if not self.feed.halted.is_set():
+            log.log(level, msg, *args, **kwargs)
 
     def _watch(self, version: str) -> str:
         """One watch from `version` until the server ends it: the last resourceVersion seen.
